@@ -1,0 +1,51 @@
+"""Who a user is to Flywheel: a role, the projects they belong to, and what they did."""
+
+from django.conf import settings
+from django.db import models
+
+from common.models import TimeStampedModel
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    OPS = "ops", "Ops"
+    REVIEWER = "reviewer", "Reviewer"
+    ANNOTATOR = "annotator", "Annotator"
+    APP = "app", "App (service account)"
+
+
+class Account(TimeStampedModel):
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="account")
+    role = models.CharField(max_length=16, choices=Role.choices, help_text="What this user may do.")
+
+    def __str__(self) -> str:
+        return f"{self.user.username} ({self.role})"
+
+
+class Membership(TimeStampedModel):
+    """A user sees only the projects they are a member of (admins see all)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    project = models.ForeignKey("flywheel.Project", on_delete=models.CASCADE, related_name="memberships")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "project"], name="membership_unique")]
+
+
+class AuditEvent(models.Model):
+    """Append-only record of the changes people must be able to account for later:
+    promotions, rollbacks, label changes, role changes."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                              help_text="Who did it; empty when the system did.")
+    actor_name = models.CharField(max_length=150, help_text="Who did it, kept after the user is gone.")
+    action = models.CharField(max_length=64, help_text="What happened, e.g. model.promote.")
+    project = models.ForeignKey("flywheel.Project", null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="+")
+    target = models.CharField(max_length=200, blank=True, help_text="What it happened to.")
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["project", "-created_at"], name="audit_project_time")]

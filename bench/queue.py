@@ -1,0 +1,135 @@
+"""Queue benchmark: 32 concurrent annotators claim and annotate 5,000 tasks through the
+HTTP API of the service (gunicorn, uvicorn workers, PostgreSQL), on this machine.
+
+Prints claims per second, p50/p99 claim latency, and the double claims found (a task
+held by two annotators at once), counted from the claims seen and from the database.
+Targets: p99 claim latency under 25 ms, zero double claims.
+
+    python bench/queue.py [--tasks 5000] [--annotators 32] [--think-ms 0] [--repeat 3]
+
+--think-ms gives each annotator a pause per task (a person takes seconds); 0 runs flat out.
+"""
+
+import os
+import sys
+
+# Run as `python bench/queue.py`, Python puts bench/ first on the path, where this file would
+# shadow the standard library's queue module: put the repository there instead.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+
+import orjson  # noqa: E402
+
+from bench import loadgen  # noqa: E402
+from bench.common import Gunicorn, bench_env, fresh_database, manage, median, percentile  # noqa: E402
+
+DATABASE = "flywheel_bench_queue"
+
+
+def setup(env, tasks: int, annotators: int) -> tuple[str, list[str]]:
+    fresh_database(DATABASE)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    code = (
+        "from flywheel.services import project_create, predictions_ingest\n"
+        "from flywheel.validation import PredictionInput\n"
+        "p = project_create(slug='queue', name='Queue', labels=[str(i) for i in range(10)],"
+        " features=[{'name': 'f0', 'type': 'numeric'}],"
+        " routing_policy={'threshold': 0.0, 'audit_rate': 0.0, 'daily_budget': 10_000_000},"
+        " labeling={'gold_rate': 0.0})\n"
+        "import random\n"
+        f"items = [PredictionInput(external_id=f'q-{{i}}', model_version='v1', label=str(i % 10),"
+        f" confidence=random.random(), probabilities=None, features={{'f0': float(i)}}, input={{}}, metadata={{}},"
+        f" created_at=None) for i in range({tasks})]\n"
+        "for start in range(0, len(items), 1000):\n"
+        "    predictions_ingest(project=p, items=items[start:start + 1000])\n"
+    )
+    manage(env, "shell", "-c", code)
+    tokens = [manage(env, "flywheel_user", f"annotator-{i}", "--role", "annotator", "--project", "queue").strip()
+              for i in range(annotators)]
+    return "queue", tokens
+
+
+async def annotator(port: int, token: str, think_s: float, claims: list, latencies: list, stop_at: float):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    claim = loadgen.render_post("/api/v1/projects/queue/tasks/next/", b"", token)
+    while time.perf_counter() < stop_at:
+        started = time.perf_counter()
+        writer.write(claim)
+        status, body, _ = await loadgen._read_response(reader)
+        latencies.append(time.perf_counter() - started)
+        if status == 204:
+            break
+        task = orjson.loads(body)["task"]
+        claims.append((task["id"], token, started))
+        if think_s:
+            await asyncio.sleep(think_s)
+        writer.write(loadgen.render_post(f"/api/v1/tasks/{task['id']}/annotations/",
+                                         orjson.dumps({"label": task["prediction"]["label"]}), token))
+        status, body, _ = await loadgen._read_response(reader)
+        assert status == 201, body[:300]
+    writer.close()
+
+
+def run_once(port, tokens, think_s) -> dict:
+    claims, latencies = [], []
+
+    async def main():
+        stop_at = time.perf_counter() + 600
+        await asyncio.gather(*(annotator(port, t, think_s, claims, latencies, stop_at) for t in tokens))
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    elapsed = time.perf_counter() - started
+    per_task = Counter(task for task, _, _ in claims)
+    return {"claims": len(claims), "rate": len(claims) / elapsed, "p50_ms": percentile(latencies, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000, "double_claims": sum(n - 1 for n in per_task.values())}
+
+
+def database_double_claims() -> tuple[int, int]:
+    """Tasks with more than one annotation, and tasks not done, straight from PostgreSQL."""
+    import psycopg
+
+    with psycopg.connect(f"postgresql://flywheel@127.0.0.1:5432/{DATABASE}") as conn:
+        doubles = conn.execute("SELECT count(*) FROM (SELECT task_id FROM labeling_annotation GROUP BY task_id "
+                               "HAVING count(*) > 1) d").fetchone()[0]
+        undone = conn.execute("SELECT count(*) FROM labeling_task WHERE status <> 'done'").fetchone()[0]
+    return doubles, undone
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=5_000)
+    parser.add_argument("--annotators", type=int, default=32)
+    parser.add_argument("--think-ms", type=float, default=0.0)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    env = bench_env(DATABASE)
+    results = []
+    for run in range(args.repeat):
+        _, tokens = setup(env, args.tasks, args.annotators)
+        with Gunicorn(env, workers=args.workers) as server:
+            result = run_once(server.port, tokens, args.think_ms / 1000)
+        result["db_doubles"], result["undone"] = database_double_claims()
+        results.append(result)
+        print(f"run {run + 1}: {result['claims']:,} claims, {result['rate']:,.0f}/s, p50 {result['p50_ms']:.1f} ms, "
+              f"p99 {result['p99_ms']:.1f} ms, double claims {result['double_claims']} "
+              f"(database: {result['db_doubles']}), tasks not done {result['undone']}", flush=True)
+
+    print()
+    print(f"queue benchmark ({args.repeat} runs, medians; {args.annotators} annotators, {args.tasks:,} tasks, "
+          f"think time {args.think_ms:g} ms, gunicorn with {args.workers} uvicorn workers, {os.cpu_count()} cores)")
+    print(f"  claims            {median([r['rate'] for r in results]):>10,.0f} per second")
+    print(f"  claim p50         {median([r['p50_ms'] for r in results]):>10.2f} ms")
+    print(f"  claim p99         {median([r['p99_ms'] for r in results]):>10.2f} ms   (target < 25 ms)")
+    print(f"  double claims     {sum(r['double_claims'] + r['db_doubles'] for r in results):>10d}      (target 0)")
+    print(f"  tasks left undone {sum(r['undone'] for r in results):>10d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Pieces every app shares: the model base, the error body, JSON handling, logging."""

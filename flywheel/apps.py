@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+
+
+class FlywheelConfig(AppConfig):
+    name = "flywheel"
+    verbose_name = "Flywheel: projects, ingestion, datasets, training"
+
+    def ready(self):
+        # flywheel drives monitoring from above: it feeds profiles before checks, turns
+        # dataset versions into references, and fills the ops dashboard's other panels.
+        from flywheel import ops_panels, profiling
+        from monitoring import hooks
+
+        hooks.profiles_sync_register(profiling.profiles_sync)
+        hooks.reference_from_dataset_version_register(profiling.drift_reference_from_dataset_version)
+        ops_panels.register()

@@ -1,0 +1,25 @@
+"""Count drift profiles again from the stored predictions (they are a denormalized counter)."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from flywheel import profiling
+from flywheel.models import Project
+
+
+class Command(BaseCommand):
+    help = "Rebuild the hourly drift profiles of one project (or all) from its predictions, atomically."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", action="append", default=[], metavar="SLUG",
+                            help="Project slug; repeat for several. Default: every project.")
+
+    def handle(self, *args, **options):
+        projects = Project.objects.order_by("slug")
+        if options["project"]:
+            projects = projects.filter(slug__in=options["project"])
+            missing = set(options["project"]) - set(projects.values_list("slug", flat=True))
+            if missing:
+                raise CommandError(f"No such project: {', '.join(sorted(missing))}")
+        for project in projects:
+            count = profiling.profiles_rebuild(project_id=project.pk)
+            self.stdout.write(f"{project.slug}: {count} predictions profiled")

@@ -1,0 +1,192 @@
+"""flywheel_simulate: run the flywheel by itself on handwritten digits, through the client."""
+
+import json
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts.models import Role
+from accounts.services import account_upsert
+from flywheel import simulation
+from flywheel.models import Project
+from flywheel_client import Client
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class _Server:
+    """The service itself, on a loopback port in this process (when no --url is given)."""
+
+    def __init__(self):
+        import uvicorn
+
+        from config.asgi import application
+
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise CommandError("The service did not start.")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def simulation_clients(url: str, slug: str) -> tuple[Client, Client, Client]:
+    """Ops, app and annotator clients for a new simulation project. Earlier simulations'
+    projects of the same strategy are deleted (their stored datasets stay under their own
+    slugs: dataset manifests are never overwritten)."""
+    _, ops_token = account_upsert(username="sim-ops", role=Role.OPS)
+    for old in Project.objects.filter(slug__startswith=slug.rsplit("-", 2)[0] + "-"):
+        old.delete()
+    ops = Client(url, ops_token)
+    policy = simulation.project_policy("uncertainty", simulation.SimulationConfig())
+    ops.create_project(slug=slug, name=f"Simulation: {slug}", labels=policy["labels"], features=policy["features"])
+    project = Project.objects.get(slug=slug)
+    _, app_token = account_upsert(username="sim-app", role=Role.APP, projects=[project])
+    _, annotator_token = account_upsert(username="sim-annotator", role=Role.ANNOTATOR, projects=[project])
+    return ops, Client(url, app_token), Client(url, annotator_token)
+
+
+class Command(BaseCommand):
+    help = ("Run the flywheel by itself on scikit-learn's handwritten digits: traffic, end-user corrections, "
+            "annotators, drift checks and retraining through the gate, against the service through the client.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--rounds", type=int, default=12)
+        parser.add_argument("--traffic", type=int, default=150, help="Predictions per round.")
+        parser.add_argument("--labels-per-round", type=int, default=20, help="What annotators label per round.")
+        parser.add_argument("--annotator-error", type=float, default=0.05)
+        parser.add_argument("--feedback-share", type=float, default=0.3,
+                            help="Share of wrong predictions end users correct.")
+        parser.add_argument("--shift-round", type=int, default=None, help="First round of noisier traffic.")
+        parser.add_argument("--initial-labels", type=int, default=60, help="The slice the first model learns from.")
+        parser.add_argument("--gold", type=int, default=400, help="Digits with known answers the gate judges on.")
+        parser.add_argument("--test", type=int, default=300, help="Held-out digits that measure true accuracy.")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seeds", type=int, default=1,
+                            help="Run this many seeds from --seed on and compare the strategies' mean curves.")
+        parser.add_argument("--strategy", choices=[*simulation.STRATEGIES, "both"], default="both",
+                            help="Routing to simulate; 'both' compares them from the same seed.")
+        parser.add_argument("--url", help="A running service to use (default: start one in this process).")
+        parser.add_argument("--plot", default=str(Path(settings.BASE_DIR) / "var" / "simulation.png"))
+        parser.add_argument("--quiet", action="store_true")
+
+    def handle(self, *args, **options):
+        if options["seeds"] < 1 or options["rounds"] < 1:
+            raise CommandError("--seeds and --rounds must be at least 1.")
+        seeds = range(options["seed"], options["seed"] + options["seeds"])
+        strategies = simulation.STRATEGIES if options["strategy"] == "both" else (options["strategy"],)
+        by_seed = []
+        with (_Server() if not options["url"] else _Given(options["url"])) as url:
+            for seed in seeds:
+                config = simulation.SimulationConfig(
+                    rounds=options["rounds"], traffic=options["traffic"], labels_per_round=options["labels_per_round"],
+                    annotator_error=options["annotator_error"], feedback_share=options["feedback_share"],
+                    shift_round=options["shift_round"], initial_labels=options["initial_labels"],
+                    gold=options["gold"], test=options["test"], seed=seed,
+                )
+                by_seed.append(self._one_seed(url, config, strategies, quiet=options["quiet"]))
+        plot_path = Path(options["plot"])
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        summary = {"config": {**config.__dict__, "seeds": list(seeds)},
+                   "runs": [{"seed": seed, "results": [r.as_dict() for r in results]}
+                            for seed, results in zip(seeds, by_seed, strict=True)]}
+        out = self.stdout.write
+        if len(by_seed) == 1:
+            shown = by_seed[0]
+            simulation.plot(shown, str(plot_path))
+        else:
+            shown = [simulation.mean_result([results[i] for results in by_seed]) for i in range(len(strategies))]
+            simulation.plot(shown, str(plot_path), title=f"The flywheel on handwritten digits: mean of {len(seeds)} "
+                                                          f"seeds")
+            summary["mean"] = [r.as_dict() for r in shown]
+        if len(strategies) == 2:
+            per_seed = [simulation.compare(*results) for results in by_seed]
+            for seed, comparison in zip(seeds, per_seed, strict=True):
+                comparison["seed"] = seed
+                if len(by_seed) > 1:
+                    out(f"seed {seed}: {_verdict(comparison)}")
+            summary["comparison"] = per_seed[0] if len(by_seed) == 1 else simulation.compare(*shown)
+            summary["comparison_per_seed"] = per_seed
+            prefix = "" if len(by_seed) == 1 else f"mean of {len(seeds)} seeds: "
+            out(prefix + _verdict(summary["comparison"]))
+        plot_path.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+        out(f"plot: {plot_path} (figures: {plot_path.with_suffix('.json')})")
+
+    def _one_seed(self, url: str, config: simulation.SimulationConfig, strategies, *, quiet: bool):
+        from tqdm import tqdm
+
+        results = []
+        for strategy in strategies:
+            slug = f"sim-{strategy}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
+            ops, app, annotator = simulation_clients(url, slug)
+            bar = tqdm(total=config.rounds * 5 + 1, desc=f"{strategy} routing, seed {config.seed}", unit="step",
+                       disable=quiet)
+            runner = simulation.Simulation(strategy=strategy, slug=slug, config=config, ops=ops, app=app,
+                                           annotator=annotator, progress=lambda step, bar=bar: bar.update(1))
+            runner.setup()
+            bar.update(1)
+            result = simulation.SimulationResult(strategy=strategy, project=slug)
+            if not quiet:
+                tqdm.write(f"\n{strategy} routing, seed {config.seed} ({slug})")
+                tqdm.write(_header())
+            for number in range(1, config.rounds + 1):
+                row = runner.round(number)
+                result.rounds.append(row)
+                if not quiet:
+                    tqdm.write(_row(row))
+            bar.close()
+            results.append(result)
+        return results
+
+
+def _verdict(c: dict) -> str:
+    if c["share"] is None:
+        return (f"uncertainty routing never reached random routing's final accuracy ({c['random_final_accuracy']:.3f} "
+                f"with {c['random_labels']} labels; it ended at {c['uncertainty_final_accuracy']:.3f})")
+    return (f"random routing ended at {c['random_final_accuracy']:.3f} accuracy with {c['random_labels']} labels; "
+            f"uncertainty routing reached it with {c['uncertainty_labels_to_reach']} labels: {c['share']:.0%} of them "
+            f"(it ended at {c['uncertainty_final_accuracy']:.3f})")
+
+
+class _Given:
+    def __init__(self, url: str):
+        self.url = url
+
+    def __enter__(self) -> str:
+        return self.url
+
+    def __exit__(self, *exc):
+        return None
+
+
+def _header() -> str:
+    return f"{'round':>5} {'labels':>6} {'true acc':>9} {'estimated (95% interval)':>26} {'drift':>12} {'champion':>10}"
+
+
+def _row(row: simulation.RoundResult) -> str:
+    estimate = "-" if row.estimate is None else f"{row.estimate:.3f} ({row.low:.3f}-{row.high:.3f})"
+    drift = "-" if row.drifted is None else (f"yes ({row.drifted_fields})" if row.drifted else "no")
+    champion = row.champion + (" *" if row.promoted else "")
+    shift = " shifted" if row.shifted else ""
+    return (f"{row.round:>5} {row.labels:>6} {row.true_accuracy:>9.3f} {estimate:>26} {drift:>12} "
+            f"{champion:>10}{shift}")

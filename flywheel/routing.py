@@ -1,0 +1,149 @@
+"""Routing: which predictions a person should look at, and in what order. Pure Python."""
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+UNCERTAINTY_METHODS = ("least_confidence", "margin", "entropy")
+
+
+class Reason:
+    """Why a task is in the queue (labeling.Task.reason) or why a prediction is not."""
+
+    LOW_CONFIDENCE = "low_confidence"
+    AUDIT = "audit"
+    FEEDBACK_CONFLICT = "feedback_conflict"
+    FEEDBACK_REJECT = "feedback_reject"
+    DRIFT = "drift"
+    GOLD = "gold"
+    # Not routed:
+    CONFIDENT = "confident"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    uncertainty: str = "least_confidence"
+    # Route when the uncertainty score (0 = certain, 1 = as unsure as it gets) reaches this.
+    threshold: float = 0.3
+    # Share of all predictions sent to the queue at random, whatever their confidence: the
+    # unbiased sample production accuracy is estimated from.
+    audit_rate: float = 0.02
+    # Uncertainty-routed tasks per UTC day; past it only the audit sample is routed.
+    daily_budget: int = 1000
+    annotations_per_task: int = 1
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> "RoutingPolicy":
+        known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Uncertainty:
+    least_confidence: float
+    margin: float
+    entropy: float
+
+    def score(self, method: str) -> float:
+        return getattr(self, method)
+
+
+def uncertainty(confidence: float, probabilities: Mapping[str, float] | None, n_labels: int) -> Uncertainty:
+    """The three classic uncertainty scores, each in [0, 1], higher meaning less sure.
+
+    - least confidence: 1 - p(top label)
+    - margin: 1 - (p(top) - p(runner-up))
+    - entropy: Shannon entropy of the distribution divided by log(number of labels)
+
+    Without `probabilities` only the top label's confidence is known; the remaining mass is
+    then placed the way that is most uncertain and still consistent with it: margin puts it
+    on one runner-up, entropy spreads it evenly over the other labels.
+    """
+    n_labels = max(n_labels, 2)
+    if probabilities:
+        ranked = sorted(probabilities.values(), reverse=True)
+        top = ranked[0]
+        runner_up = ranked[1] if len(ranked) > 1 else 0.0
+        entropy = -sum(p * math.log(p) for p in ranked if p > 0.0)
+    else:
+        top = confidence
+        rest = max(0.0, 1.0 - top)
+        runner_up = min(rest, top)
+        entropy = -top * math.log(top) if top > 0.0 else 0.0
+        if rest > 0.0:
+            each = rest / (n_labels - 1)
+            entropy -= rest * math.log(each)
+    least_confidence = 1.0 - top
+    margin = 1.0 - (top - runner_up)
+    entropy = entropy / math.log(n_labels)
+    return Uncertainty(
+        least_confidence=_unit(least_confidence), margin=_unit(margin), entropy=_unit(entropy)
+    )
+
+
+def _unit(value: float) -> float:
+    return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
+
+
+def audit_draw(salt: str, prediction_id: str) -> float:
+    """A uniform number in [0, 1) fixed by the prediction id: a retried request makes the
+    same audit decision, and the sample is independent of confidence and correctness."""
+    digest = hashlib.blake2b(prediction_id.encode(), key=salt.encode()[:64], digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def task_priority(reason: str, uncertainty_score: float) -> float:
+    """Queue order: larger first. Audit tasks go ahead of uncertainty-routed ones because an
+    audit sample that is only partly labeled biases the accuracy estimate toward whatever
+    got labeled; within each group the most uncertain come first."""
+    if reason in (Reason.AUDIT, Reason.GOLD):
+        return 1.0 + uncertainty_score
+    if reason in (Reason.FEEDBACK_CONFLICT, Reason.FEEDBACK_REJECT, Reason.DRIFT):
+        return 0.5 + uncertainty_score / 2
+    return uncertainty_score
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    routed: bool
+    reason: str
+    priority: float
+
+
+def route_batch(scores: Sequence[float], audit_draws: Sequence[float], policy: RoutingPolicy,
+                budget_granted: int) -> list[Decision]:
+    """Decide, per prediction, whether it goes to the queue and why.
+
+    `budget_granted` is how many uncertainty-routed tasks the daily budget allows for this
+    batch (see `budget_request`); when it is short, the most uncertain candidates win.
+    """
+    decisions: list[Decision | None] = [None] * len(scores)
+    candidates = []
+    for i, (score, draw) in enumerate(zip(scores, audit_draws, strict=True)):
+        if draw < policy.audit_rate:
+            decisions[i] = Decision(True, Reason.AUDIT, task_priority(Reason.AUDIT, score))
+        elif score >= policy.threshold:
+            candidates.append(i)
+        else:
+            decisions[i] = Decision(False, Reason.CONFIDENT, 0.0)
+    if len(candidates) > budget_granted:
+        candidates.sort(key=lambda i: scores[i], reverse=True)
+    for rank, i in enumerate(candidates):
+        if rank < budget_granted:
+            decisions[i] = Decision(True, Reason.LOW_CONFIDENCE, task_priority(Reason.LOW_CONFIDENCE, scores[i]))
+        else:
+            decisions[i] = Decision(False, Reason.BUDGET_EXHAUSTED, 0.0)
+    return decisions  # type: ignore[return-value]
+
+
+def budget_request(scores: Sequence[float], audit_draws: Sequence[float], policy: RoutingPolicy) -> int:
+    """How many of these predictions want a slot of the daily budget."""
+    return sum(
+        1 for score, draw in zip(scores, audit_draws, strict=True)
+        if draw >= policy.audit_rate and score >= policy.threshold
+    )

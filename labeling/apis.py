@@ -1,0 +1,216 @@
+"""HTTP API of the annotation queue (API.md: Annotation queue). Thin: validate, call one
+service or selector, serialize."""
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import roles
+from accounts.permissions import role_in
+from accounts.selectors import project_get_for_user, user_is_member
+from common.errors import NotFound
+from labeling import images, selectors, services
+from labeling.models import TaskStatus
+from labeling.serializers import (
+    AnnotationInputSerializer,
+    GoldInputSerializer,
+    LabelSerializer,
+    ReviewInputSerializer,
+    TaskListItemSerializer,
+    TaskSerializer,
+)
+
+TaskEnvelope = inline_serializer("TaskEnvelope", {"task": TaskSerializer()})
+
+
+def _task_for(user, task_id: int):
+    """A task of a project the user belongs to; any other task is a 404."""
+    task = selectors.task_get(task_id)
+    if not user_is_member(user=user, project_id=task.project_id):
+        raise NotFound("task_not_found", f"No task {task_id}.")
+    return task
+
+
+def _check_task_access(user, task_id: int) -> None:
+    """The same 404 as _task_for, in one query, for endpoints whose service loads the task."""
+    if not selectors.task_visible_to(task_id=task_id, user=user):
+        raise NotFound("task_not_found", f"No task {task_id}.")
+
+
+class TaskNextApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=None, responses={200: TaskEnvelope, 204: OpenApiResponse(description="Nothing to do.")},
+                   summary="Claim the most important open task under a lease")
+    def post(self, request, slug):
+        project = project_get_for_user(user=request.user, slug=slug)
+        task = services.task_claim(project=project, user=request.user)
+        if task is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"task": TaskSerializer(task).data})
+
+
+class TaskListApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.READ_TASKS)]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=[s.value for s in TaskStatus]),
+            OpenApiParameter("reason", str),
+            OpenApiParameter("limit", int, description="At most 500 (default 100)."),
+            OpenApiParameter("offset", int),
+        ],
+        responses=inline_serializer("TaskList", {"count": serializers.IntegerField(),
+                                                 "results": TaskListItemSerializer(many=True)}),
+        summary="The project's queue",
+    )
+    def get(self, request, slug):
+        project = project_get_for_user(user=request.user, slug=slug)
+        params = _ListParams(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        tasks = selectors.task_list(project_id=project.pk, status=params.validated_data.get("status"),
+                                    reason=params.validated_data.get("reason"))
+        offset, limit = params.validated_data["offset"], params.validated_data["limit"]
+        return Response({"count": tasks.count(),
+                         "results": TaskListItemSerializer(tasks[offset:offset + limit], many=True).data})
+
+
+class _ListParams(serializers.Serializer):
+    status = serializers.ChoiceField(choices=TaskStatus.choices, required=False)
+    reason = serializers.CharField(max_length=32, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
+    offset = serializers.IntegerField(min_value=0, default=0)
+
+
+class AnnotatorMeApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="The caller's counters: done today, queue, gold accuracy")
+    def get(self, request, slug):
+        project = project_get_for_user(user=request.user, slug=slug)
+        return Response(selectors.annotator_summary(project_id=project.pk, user=request.user))
+
+
+class TaskHeartbeatApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=None,
+                   responses=inline_serializer("Lease", {"lease_expires_at": serializers.DateTimeField()}),
+                   summary="Extend the caller's lease")
+    def post(self, request, task_id):
+        _check_task_access(request.user, task_id)
+        lease = services.lease_renew(task_id=task_id, user=request.user)
+        return Response({"lease_expires_at": lease.expires_at})
+
+
+class AnnotationCreateApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=AnnotationInputSerializer,
+                   responses={201: inline_serializer("AnnotationResult", {
+                       "task": inline_serializer("AnnotatedTask", {"id": serializers.IntegerField(),
+                                                                   "status": serializers.CharField()}),
+                       "resolved_label": LabelSerializer(allow_null=True)}),
+                       409: OpenApiResponse(description="The caller no longer holds the lease.")},
+                   summary="Label a task you hold")
+    def post(self, request, task_id):
+        _check_task_access(request.user, task_id)
+        data = _valid(AnnotationInputSerializer, request.data)
+        outcome = services.annotation_submit(task_id=task_id, user=request.user, label=data["label"],
+                                             lead_time_s=data.get("lead_time_s"))
+        return Response({"task": {"id": outcome.task.pk, "status": outcome.task.status},
+                         "resolved_label": LabelSerializer(outcome.label).data if outcome.label else None},
+                        status=status.HTTP_201_CREATED)
+
+
+class TaskSkipApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT, summary="Pass a task you hold back to the others")
+    def post(self, request, task_id):
+        _check_task_access(request.user, task_id)
+        task = services.task_skip(task_id=task_id, user=request.user)
+        return Response({"task": {"id": task.pk, "status": task.status}})
+
+
+class TaskReleaseApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT,
+                   summary="Give a held task back without a judgment (e.g. leaving the page)")
+    def post(self, request, task_id):
+        _check_task_access(request.user, task_id)
+        task = services.task_release(task_id=task_id, user=request.user)
+        return Response({"task": {"id": task_id, "status": task.status}})
+
+
+class TaskUndoApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=None, responses={200: TaskEnvelope, 409: OpenApiResponse(description="Too late to undo.")},
+                   summary="Take back your last annotation while the task is still yours")
+    def post(self, request, task_id):
+        _check_task_access(request.user, task_id)
+        task = services.annotation_undo(task_id=task_id, user=request.user)
+        return Response({"task": TaskSerializer(task).data})
+
+
+class TaskReviewApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.REVIEW)]
+
+    @extend_schema(request=ReviewInputSerializer, responses=OpenApiTypes.OBJECT,
+                   summary="Accept a task's label or reject it back into the queue")
+    def post(self, request, task_id):
+        _check_task_access(request.user, task_id)
+        data = _valid(ReviewInputSerializer, request.data)
+        task = services.task_review(task_id=task_id, reviewer=request.user, verdict=data["verdict"],
+                                    label=data.get("label"))
+        return Response({"task": {"id": task.pk, "status": task.status, "round": task.round}})
+
+
+class TaskImageApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.READ_TASKS)]
+
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY}, summary="The task's image, scaled for display")
+    def get(self, request, task_id):
+        task = _task_for(request.user, task_id)
+        try:
+            png = images.display_png(images.source_bytes(task.prediction.input))
+        except images.ImageUnavailable as exc:
+            raise NotFound("image_unavailable", str(exc)) from None
+        response = HttpResponse(png, content_type="image/png")
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+
+class GoldApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.MANAGE)]
+
+    @extend_schema(responses=OpenApiTypes.OBJECT, summary="The project's gold answers")
+    def get(self, request, slug):
+        project = project_get_for_user(user=request.user, slug=slug)
+        answers = project.gold_answers.select_related("prediction").order_by("id")
+        return Response([{"prediction_id": g.prediction.external_id, "label": g.label, "created_at": g.created_at}
+                         for g in answers])
+
+    @extend_schema(request=GoldInputSerializer, responses={201: OpenApiTypes.OBJECT},
+                   summary="Mark a prediction's right answer as known (a gold task)")
+    def post(self, request, slug):
+        project = project_get_for_user(user=request.user, slug=slug)
+        data = _valid(GoldInputSerializer, request.data)
+        prediction = project.predictions.filter(external_id=data["prediction_id"]).first()
+        if prediction is None:
+            raise NotFound("prediction_not_found", f"No prediction '{data['prediction_id']}' in this project.")
+        gold = services.gold_answer_set(project=project, prediction=prediction, label=data["label"],
+                                        actor=request.user)
+        return Response({"prediction_id": prediction.external_id, "label": gold.label}, status=201)
+
+
+def _valid(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data

@@ -1,0 +1,175 @@
+"""The annotation queue: tasks, leases, annotations, reviews, gold answers, and the labels
+people resolve from them."""
+
+from django.conf import settings
+from django.db import models
+
+from common.models import TimeStampedModel
+
+
+class TaskReason(models.TextChoices):
+    LOW_CONFIDENCE = "low_confidence", "Low confidence"
+    AUDIT = "audit", "Random audit sample"
+    FEEDBACK_CONFLICT = "feedback_conflict", "Feedback conflicts with a label"
+    FEEDBACK_REJECT = "feedback_reject", "End user rejected the prediction"
+    DRIFT = "drift", "Drifted data"
+    GOLD = "gold", "Gold task with a known answer"
+
+
+class TaskStatus(models.TextChoices):
+    OPEN = "open", "Open: has room for another annotator"
+    LEASED = "leased", "Leased: every remaining annotation is held by someone"
+    REVIEW = "review", "Needs review"
+    DONE = "done", "Done"
+    CANCELED = "canceled", "Canceled"
+
+
+ACTIVE_TASK_STATUSES = (TaskStatus.OPEN, TaskStatus.LEASED, TaskStatus.REVIEW)
+
+
+class Task(TimeStampedModel):
+    """One prediction a person should look at. Gold tasks are the exception: one is made
+    per annotator and gold answer, to measure that annotator, and never enters the queue."""
+
+    project = models.ForeignKey("flywheel.Project", on_delete=models.CASCADE, related_name="tasks")
+    prediction = models.ForeignKey("flywheel.Prediction", on_delete=models.CASCADE, related_name="tasks")
+    reason = models.CharField(max_length=32, choices=TaskReason.choices)
+    priority = models.FloatField(help_text="Larger is served first.")
+    annotations_required = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.OPEN)
+    round = models.PositiveSmallIntegerField(
+        default=1, help_text="Starts again at each reviewer rejection; earlier rounds' annotations no longer count.")
+    gold_for = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="+", help_text="The annotator a gold task was made for.")
+
+    class Meta:
+        constraints = [
+            # A prediction is in the queue at most once at a time.
+            models.UniqueConstraint(
+                fields=["prediction"], name="task_one_active_per_prediction",
+                condition=models.Q(status__in=["open", "leased", "review"]) & ~models.Q(reason="gold"),
+            ),
+            models.UniqueConstraint(fields=["prediction", "gold_for"], name="task_one_gold_per_annotator",
+                                    condition=models.Q(reason="gold")),
+            models.CheckConstraint(condition=models.Q(annotations_required__gte=1), name="task_needs_annotations"),
+        ]
+        indexes = [
+            # The claim scans this, most important first.
+            models.Index(fields=["project", "-priority", "id"], name="task_open_queue",
+                         condition=models.Q(status="open")),
+            models.Index(fields=["project", "status", "reason"], name="task_project_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.pk} ({self.reason}, {self.status})"
+
+
+class Lease(models.Model):
+    """Who holds a task until when. Only live leases exist: a lease is deleted when its
+    annotation arrives, when it is skipped, and when the sweep finds it expired."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="leases")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "user"], name="lease_one_per_annotator")]
+
+
+class Skip(models.Model):
+    """An annotator passed on a task; it is not served to them again."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="skips")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "user"], name="skip_once_per_annotator")]
+
+
+class Annotation(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="annotations")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotations")
+    label = models.CharField(max_length=64)
+    round = models.PositiveSmallIntegerField(default=1)
+    lead_time_s = models.FloatField(null=True, blank=True, help_text="Seconds the annotator spent on it.")
+    accepted_suggestion = models.BooleanField(help_text="The annotator chose the model's own label.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            # The same annotator never annotates the same task twice in a round.
+            models.UniqueConstraint(fields=["task", "user", "round"], name="annotation_once_per_round"),
+        ]
+        indexes = [models.Index(fields=["user", "created_at"], name="annotation_user_time")]
+
+
+class Verdict(models.TextChoices):
+    ACCEPT = "accept", "Accept"
+    REJECT = "reject", "Reject"
+
+
+class Review(models.Model):
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    round = models.PositiveSmallIntegerField()
+    verdict = models.CharField(max_length=8, choices=Verdict.choices)
+    label = models.CharField(max_length=64, blank=True, help_text="The label the reviewer accepted.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class GoldAnswer(TimeStampedModel):
+    """A prediction whose right label ops know; mixed into annotators' streams to measure them."""
+
+    project = models.ForeignKey("flywheel.Project", on_delete=models.CASCADE, related_name="gold_answers")
+    prediction = models.OneToOneField("flywheel.Prediction", on_delete=models.CASCADE, related_name="gold_answer")
+    label = models.CharField(max_length=64)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+
+class LabelSource(models.TextChoices):
+    ANNOTATION = "annotation", "Single annotator"
+    CONSENSUS = "consensus", "Majority of annotators"
+    REVIEW = "review", "Reviewer's verdict"
+    GOLD = "gold", "Gold answer"
+    FEEDBACK = "feedback", "Trusted end-user feedback"
+
+
+class Label(models.Model):
+    """The label the training set uses for a prediction. One current per prediction; a new
+    resolution supersedes the old row instead of changing it, so history is kept."""
+
+    project = models.ForeignKey("flywheel.Project", on_delete=models.CASCADE, related_name="labels_resolved")
+    prediction = models.ForeignKey("flywheel.Prediction", on_delete=models.CASCADE, related_name="resolved_labels")
+    label = models.CharField(max_length=64)
+    source = models.CharField(max_length=16, choices=LabelSource.choices)
+    weight = models.FloatField(default=1.0, help_text="How much training trusts it, by source.")
+    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                    related_name="+")
+    is_current = models.BooleanField(default=True)
+    previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                 help_text="The label this one superseded, restored if this one is undone.")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["prediction"], condition=models.Q(is_current=True),
+                                    name="label_one_current_per_prediction"),
+        ]
+        indexes = [models.Index(fields=["project", "is_current", "created_at"], name="label_project_current")]
+
+
+class RuledOutLabel(models.Model):
+    """A label a prediction cannot have: an end user rejected the model's label for it.
+    Annotators cannot choose it (a reviewer still can, deliberately)."""
+
+    prediction = models.ForeignKey("flywheel.Prediction", on_delete=models.CASCADE, related_name="ruled_out_labels")
+    label = models.CharField(max_length=64)
+    source = models.CharField(max_length=16, default="feedback")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["prediction", "label"], name="ruled_out_once")]

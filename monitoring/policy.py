@@ -1,0 +1,63 @@
+"""A project's drift policy (Project.drift): the thresholds a check judges by, how often
+checks run, and where alerts go."""
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+from monitoring import stats
+
+SECRET_MASK = "********"
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    # PSI a field must reach to count as a practical shift (0.1: "moderate" by the usual
+    # rule of thumb); small windows need more, see stats.psi_noise_threshold.
+    psi_threshold: float = 0.1
+    # Benjamini-Hochberg level across the fields of one check.
+    fdr: float = 0.05
+    # Quantile bins a numeric field's reference is cut into.
+    numeric_bins: int = 10
+    # Fields with fewer values in the window are reported but not judged.
+    min_count: int = 30
+    # Scheduled checks: on or off, how often, and the window they look at.
+    schedule: bool = True
+    check_interval_minutes: int = 60
+    window_hours: int = 24
+    # Alerts: a JSON POST signed with HMAC-SHA256 of the secret.
+    webhook_url: str = ""
+    webhook_secret: str = ""
+
+    @classmethod
+    def from_dict(cls, data: Mapping | None) -> "DriftPolicy":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def masked(self) -> dict:
+        """The policy as anyone who may read the project sees it: the secret is not shown."""
+        data = self.as_dict()
+        if data["webhook_secret"]:
+            data["webhook_secret"] = SECRET_MASK
+        return data
+
+    def judge_policy(self) -> stats.JudgePolicy:
+        return stats.JudgePolicy(psi_threshold=self.psi_threshold, fdr=self.fdr, min_count=self.min_count)
+
+
+def drift_policy_merge(*, current: Mapping | None, changes: Mapping | None) -> dict:
+    """A project's drift policy after a create or PATCH: changes over the current policy,
+    the defaults filled in. Sending back the masked secret keeps the stored one."""
+    from common.errors import DomainError
+
+    current = dict(current or {})
+    merged = {**current, **(changes or {})}
+    if merged.get("webhook_secret") == SECRET_MASK:
+        merged["webhook_secret"] = current.get("webhook_secret", "")
+    policy = DriftPolicy.from_dict(merged)
+    if policy.webhook_url and len(policy.webhook_secret) < 16:
+        raise DomainError("invalid", "A webhook needs a secret of at least 16 characters to sign alerts with.",
+                          fields={"drift.webhook_secret": ["At least 16 characters, required with a webhook_url."]})
+    return policy.as_dict()

@@ -1,0 +1,134 @@
+// The ops dashboard's charts, drawn with Chart.js from the JSON the page embeds (#ops-data).
+(function () {
+  "use strict";
+  const data = JSON.parse(document.getElementById("ops-data").textContent);
+  const css = getComputedStyle(document.documentElement);
+  const color = (name, fallback) => (css.getPropertyValue(name) || fallback).trim();
+  const REFERENCE = color("--reference", "#94a3b8");
+  const CURRENT = color("--accent", "#4f46e5");
+  const BAD = color("--bad", "#dc2626");
+  const INK = color("--ink-soft", "#475569");
+  const GRID = color("--line", "#e2e8f0");
+  const PALETTE = ["#4f46e5", "#0891b2", "#d97706", "#059669", "#db2777", "#7c3aed", "#65a30d", "#ea580c",
+                   "#0284c7", "#be123c", "#4d7c0f", "#9333ea"];
+
+  Chart.defaults.font.family = css.getPropertyValue("font-family") || "system-ui, sans-serif";
+  Chart.defaults.font.size = 12;
+  Chart.defaults.color = INK;
+  Chart.defaults.borderColor = GRID;
+  Chart.defaults.maintainAspectRatio = false;
+  Chart.defaults.animation = false;  // dashboards redraw on load; motion adds nothing
+  Chart.defaults.plugins.legend.labels.boxWidth = 12;
+
+  const percent = (v) => (v * 100).toFixed(v < 0.1 ? 1 : 0) + "%";
+  const shortTime = (iso) => {
+    const d = new Date(iso);
+    return d.toLocaleString(undefined, {month: "short", day: "numeric", hour: "2-digit", minute: "2-digit"});
+  };
+
+  function draw(id, config) {
+    const canvas = document.getElementById(id);
+    if (canvas) new Chart(canvas, config);
+  }
+
+  function compareBars(id, chart, options = {}) {
+    const datasets = [];
+    if (chart.reference) datasets.push({label: "reference", data: chart.reference, backgroundColor: REFERENCE});
+    datasets.push({label: options.currentLabel || "current", data: chart.current,
+                   backgroundColor: options.bad ? BAD : CURRENT});
+    draw(id, {
+      type: "bar",
+      data: {labels: chart.labels, datasets},
+      options: {
+        categoryPercentage: 0.8, barPercentage: 0.9,
+        scales: {
+          y: {beginAtZero: true, ticks: {callback: percent}, grid: {color: GRID}},
+          x: {grid: {display: false}, ticks: {maxRotation: 50, autoSkip: true}},
+        },
+        plugins: {tooltip: {callbacks: {label: (c) => `${c.dataset.label}: ${percent(c.parsed.y)}`}}},
+      },
+    });
+  }
+
+  // Drift over time: PSI per field, drifted checks marked, the threshold dashed.
+  const overTime = data.over_time;
+  if (overTime) {
+    const datasets = overTime.series.map((s, i) => {
+      const hue = PALETTE[i % PALETTE.length];
+      return {
+        label: s.name, data: s.values, hidden: s.hidden, borderColor: hue, backgroundColor: hue,
+        borderWidth: 2, tension: 0.25, spanGaps: true,
+        pointRadius: s.drifted.map((d) => (d ? 5 : 2)),
+        pointBackgroundColor: s.drifted.map((d) => (d ? BAD : hue)),
+        pointBorderColor: s.drifted.map((d) => (d ? BAD : hue)),
+      };
+    });
+    datasets.push({
+      label: "threshold", data: overTime.times.map(() => overTime.threshold), borderColor: BAD,
+      borderDash: [6, 4], borderWidth: 1.5, pointRadius: 0, fill: false,
+    });
+    draw("chart-over-time", {
+      type: "line",
+      data: {labels: overTime.times.map(shortTime), datasets},
+      options: {
+        interaction: {mode: "nearest", intersect: false},
+        scales: {y: {beginAtZero: true, title: {display: true, text: "PSI"}}, x: {grid: {display: false}}},
+        plugins: {legend: {position: "right"}},
+      },
+    });
+  }
+
+  // The drifted (or closest) fields: reference beside current.
+  if (data.drifted) {
+    data.drifted.fields.forEach((field, i) => compareBars(`chart-field-${i}`, field.chart, {bad: field.drifted}));
+  }
+
+  if (data.predictions) {
+    compareBars("chart-labels", data.predictions.labels, {currentLabel: "last 24 h"});
+    compareBars("chart-confidence", data.predictions.confidence, {currentLabel: "last 24 h"});
+  }
+
+  // An estimate with its interval per label (e.g. accuracy per model version, 95% CI).
+  function intervalChart(id, chart) {
+    draw(id, {
+      type: "bar",
+      data: {
+        labels: chart.labels,
+        datasets: [
+          {type: "scatter", label: "estimate", data: chart.estimate.map((y, i) => ({x: chart.labels[i], y})),
+           backgroundColor: color("--ink", "#0f172a"), pointRadius: 5},
+          {label: "95% interval", data: chart.low.map((low, i) => [low, chart.high[i]]),
+           backgroundColor: "rgba(79, 70, 229, 0.25)", borderColor: CURRENT, borderWidth: 1, maxBarThickness: 40},
+        ],
+      },
+      // Zoomed to the intervals (accuracies near each other are the point), in steps of 10%.
+      options: {scales: {x: {grid: {display: false}},
+                         y: {min: Math.max(0, Math.floor(Math.min(...chart.low) * 10 - 1) / 10),
+                             max: Math.min(1, Math.ceil(Math.max(...chart.high) * 10) / 10),
+                             ticks: {callback: percent}}}},
+    });
+  }
+
+  // Panels other apps provide: {labels, datasets: [{label, data}]}, or an interval chart.
+  data.panels.forEach((panel) => {
+    if (!panel.chart) return;
+    if (panel.kind === "interval") {
+      intervalChart(`chart-panel-${panel.key}`, panel.chart);
+      return;
+    }
+    const stacked = panel.kind === "stacked_bar";
+    draw(`chart-panel-${panel.key}`, {
+      type: panel.kind === "line" ? "line" : "bar",
+      data: {
+        labels: panel.chart.labels,
+        datasets: panel.chart.datasets.map((d, i) => ({...d, backgroundColor: PALETTE[i % PALETTE.length],
+                                                         borderColor: PALETTE[i % PALETTE.length],
+                                                         maxBarThickness: 72})),
+      },
+      options: {
+        scales: {x: {stacked, grid: {display: false}}, y: {stacked, beginAtZero: true, ticks: {precision: 0}}},
+        plugins: {legend: {display: panel.chart.datasets.length > 1}},
+      },
+    });
+  });
+})();

@@ -1,0 +1,76 @@
+"""The annotator workspace in a real browser: log in, label with the keyboard only."""
+
+import numpy as np
+import pytest
+
+from accounts.models import Role
+from flywheel.demo import digit_png, load_digits_split
+from labeling.models import Annotation, Label, Task
+from tests import factories
+from tests.browser import browser_page, log_in, screenshot
+from tests.live import LiveService
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _digit_tasks(n: int):
+    project = factories.project(features=[], labeling={"gold_rate": 0.0})
+    app = factories.api_client(factories.user_with_role(Role.APP, project)[1])
+    data, target = load_digits_split()
+    items = [{
+        "id": f"digit-{i}", "model_version": "v1", "label": str(int(target[i])), "confidence": 0.5 - i * 0.01,
+        "input": {"image": digit_png(np.asarray(data[i]))},
+    } for i in range(n)]
+    assert app.post("/api/v1/projects/digits/predictions/", {"predictions": items}, format="json").status_code == 201
+    return project
+
+
+def _shown_task(page) -> int:
+    page.wait_for_selector("#stage[data-task]:not([data-task='']) #task-image")
+    return int(page.get_attribute("#stage", "data-task"))
+
+
+def _next_task(page, previous: int) -> int:
+    page.wait_for_function(f"document.querySelector('#stage').dataset.task !== '{previous}'")
+    return _shown_task(page)
+
+
+def test_an_annotator_labels_three_digits_with_the_keyboard():
+    project = _digit_tasks(6)
+    user, _ = factories.user_with_role(Role.ANNOTATOR, project, username="ann", password="a-long-password-1")
+    with LiveService() as service, browser_page() as page:
+        log_in(page, service.url, "ann", "a-long-password-1", next_path="/label/")
+        page.wait_for_url(f"{service.url}/label/digits/")
+        first = _shown_task(page)
+        # The 8x8 digit is shown enlarged and sharp.
+        page.wait_for_function("document.querySelector('#task-image').naturalWidth > 0")
+        size = page.eval_on_selector("#task-image", "img => [img.naturalWidth, img.naturalHeight]")
+        assert size == [256, 256]
+        suggested = page.inner_text("#suggested-label")
+        page.keyboard.press("3")                      # a digit key picks that label
+        second = _next_task(page, first)
+        second_suggestion = page.inner_text("#suggested-label")
+        page.keyboard.press("Enter")                  # Enter accepts the model's suggestion
+        third = _next_task(page, second)
+        page.keyboard.press("7")
+        fourth = _next_task(page, third)
+        page.wait_for_function("document.querySelector('#task-image').naturalWidth > 0")
+        screenshot(page, "label-workspace")
+        page.keyboard.press("u")                      # undo the last label: its task comes back
+        page.wait_for_function(f"document.querySelector('#stage').dataset.task === '{third}'")
+        page.keyboard.press("9")
+        _next_task(page, third)
+        # The counter is refreshed from the server after each saved label. (The database is
+        # read after the browser closes: Playwright's event loop runs on this thread.)
+        page.wait_for_function("document.querySelector('#done-today').innerText === '3'")
+        with page.expect_response(lambda r: r.url.endswith("/skip/") and r.status == 200):
+            page.keyboard.press("s")                  # skip: the task goes to others
+
+    labels = dict(Annotation.objects.filter(user=user).values_list("task_id", "label"))
+    assert labels == {first: "3", second: second_suggestion, third: "9"}
+    assert suggested  # the suggestion was shown
+    resolved = dict(Label.objects.filter(is_current=True).values_list("task_id", "label"))
+    assert resolved == labels
+    assert fourth not in labels
+    assert Task.objects.get(pk=first).status == "done"
+    assert Task.objects.filter(skips__user=user).count() == 1
