@@ -261,6 +261,8 @@ FLYWHEEL_TRAINERS = {
     "external": "flywheel.trainers.ExternalTrainer",
     **dict(item.split("=", 1) for item in env.list("FLYWHEEL_TRAINERS", default=[]) if "=" in item),
 }
+# A dataset build without a heartbeat this long (or queued and never started) is sent again.
+FLYWHEEL_DATASET_STALE_SECONDS = env.int("FLYWHEEL_DATASET_STALE_SECONDS", default=300)
 # A training stage whose heartbeat is older than this lost its worker and is run again.
 FLYWHEEL_TRAINING_STALE_SECONDS = env.int("FLYWHEEL_TRAINING_STALE_SECONDS", default=300)
 # How often the beat looks at every project's retraining triggers.

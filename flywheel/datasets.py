@@ -23,10 +23,11 @@ import pyarrow as pa
 import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F, Max
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from accounts.services import audit_record
+from common.enqueue import enqueue_on_commit
 from common.errors import Conflict
 from common.storage import ObjectExists, Storage, StorageUnavailable, get_storage
 from flywheel import dataset_selectors as selectors
@@ -39,8 +40,13 @@ log = structlog.get_logger(__name__)
 # Failures worth another attempt: the store or the database was away for a moment.
 TRANSIENT_ERRORS = (StorageUnavailable, OperationalError, InterfaceError)
 HEARTBEAT_SECONDS = 5.0
-# A building version whose heartbeat is older than this has lost its worker.
-STALE_AFTER = timedelta(minutes=5)
+
+
+def _stale_after() -> timedelta:
+    """A building version whose heartbeat (or, never started, whose queueing) is older than
+    this has lost its worker or its message."""
+    return timedelta(seconds=settings.FLYWHEEL_DATASET_STALE_SECONDS)
+
 UPLOAD_THREADS = 4
 
 
@@ -54,7 +60,7 @@ class BuildSuperseded(Exception):
 def _enqueue_build(version_id: int) -> None:
     from flywheel.tasks import dataset_version_build_task  # tasks import this module
 
-    transaction.on_commit(lambda: dataset_version_build_task.delay(version_id))
+    enqueue_on_commit(dataset_version_build_task, version_id)
 
 
 def dataset_version_create(*, project: Project, note: str = "", trigger: str = "manual",
@@ -79,7 +85,7 @@ def dataset_version_create(*, project: Project, note: str = "", trigger: str = "
 def _is_stale(version: DatasetVersion, now=None) -> bool:
     now = now or timezone.now()
     last = version.heartbeat_at or version.updated_at
-    return last is None or now - last > STALE_AFTER
+    return last is None or now - last > _stale_after()
 
 
 def dataset_version_retry(*, version: DatasetVersion, actor=None) -> DatasetVersion:
@@ -128,11 +134,14 @@ def dataset_versions_sweep(*, now=None, max_attempts: int = 5) -> dict[str, int]
     """Builds whose worker died (heartbeat stale): queue them again, or fail them after
     `max_attempts` attempts (a build that kills its worker every time is not retried forever)."""
     now = now or timezone.now()
-    stale = DatasetVersion.objects.filter(status=DatasetStatus.BUILDING, heartbeat_at__lt=now - STALE_AFTER)
+    # Stale: a build whose heartbeat stopped, or one queued that no worker ever started (its
+    # message was lost, or the broker was away when it was queued).
+    stale_before = now - _stale_after()
+    stale_filter = Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, updated_at__lt=stale_before)
+    stale = DatasetVersion.objects.filter(stale_filter, status=DatasetStatus.BUILDING)
     requeued = failed = 0
     for version_id, attempts in stale.values_list("pk", "attempts"):
-        still_stale = DatasetVersion.objects.filter(pk=version_id, status=DatasetStatus.BUILDING,
-                                                    heartbeat_at__lt=now - STALE_AFTER)
+        still_stale = DatasetVersion.objects.filter(stale_filter, pk=version_id, status=DatasetStatus.BUILDING)
         if attempts >= max_attempts:
             failed += still_stale.update(
                 status=DatasetStatus.FAILED, build_token="", phase="", finished_at=now, updated_at=now,

@@ -57,7 +57,6 @@ def profiles_update() -> int:
 
 TRAINING_RETRIES = 8
 TRAINING_BACKOFF_SECONDS = 10
-TRAINING_BACKOFF_MAX_SECONDS = 600
 
 
 @shared_task(name="flywheel.training.stage", bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -74,7 +73,7 @@ def training_stage_task(self, run_id: int, stage: str) -> None:
             training.training_run_fail(run_id=run_id, reason=f"{stage}: gave up after {self.request.retries + 1} "
                                                               f"attempts: {type(exc).__name__}: {exc}")
             return
-        countdown = min(TRAINING_BACKOFF_MAX_SECONDS, TRAINING_BACKOFF_SECONDS * 2 ** self.request.retries)
+        countdown = min(training.STAGE_BACKOFF_MAX_SECONDS, TRAINING_BACKOFF_SECONDS * 2 ** self.request.retries)
         log.info("training.stage_retry", run=run_id, stage=stage, countdown=countdown)
         if self.request.is_eager:
             self.apply(args=(run_id, stage), retries=self.request.retries + 1)

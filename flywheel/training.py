@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from accounts.services import audit_record
+from common.enqueue import enqueue_on_commit
 from common.errors import Conflict, DomainError
 from common.storage import ObjectMissing, StorageError, get_storage, key
 from flywheel import dataset_selectors, datasets, evaluation, shards
@@ -153,7 +154,7 @@ def _start_next(project: Project) -> None:
 def _enqueue_stage(run_id: int, stage: str) -> None:
     from flywheel.tasks import training_stage_task  # tasks import this module
 
-    transaction.on_commit(lambda: training_stage_task.delay(run_id, stage))
+    enqueue_on_commit(training_stage_task, run_id, stage)
 
 
 # --- Claiming a stage -----------------------------------------------------------------------------
@@ -161,6 +162,10 @@ def _enqueue_stage(run_id: int, stage: str) -> None:
 
 class StageSuperseded(Exception):
     """Another attempt holds this stage now, or the run moved on: stop quietly."""
+
+
+# The longest a stage's transient-error retry waits before its next try.
+STAGE_BACKOFF_MAX_SECONDS = 600
 
 
 def _stale_after() -> timedelta:
@@ -790,7 +795,20 @@ def training_watchdog(*, now: datetime | None = None, max_attempts: int = 6) -> 
     now = now or timezone.now()
     stale = TrainingRun.objects.filter(status=TrainingStatus.RUNNING, heartbeat_at__lt=now - _stale_after()) \
         .exclude(stage=TrainingStage.WAITING).exclude(token="")
+    # A stage nobody claimed: its message was lost (the broker restarted empty, or was away
+    # when the stage was queued). A live retry chain touches the run at least once per
+    # backoff, so only a run quiet for longer than that is sent again.
+    unclaimed = TrainingRun.objects.filter(
+        status=TrainingStatus.RUNNING, token="",
+        updated_at__lt=now - _stale_after() - timedelta(seconds=STAGE_BACKOFF_MAX_SECONDS),
+    ).exclude(stage=TrainingStage.WAITING)
     requeued = []
+    for run in unclaimed:
+        with transaction.atomic():
+            if TrainingRun.objects.filter(pk=run.pk, token="", stage=run.stage).update(updated_at=now):
+                _enqueue_stage(run.pk, run.stage)
+                requeued.append(run.pk)
+        log.warning("training.stage_resent", run=run.pk, stage=run.stage)
     for run in stale:
         if run.attempts >= max_attempts:
             training_run_fail(run_id=run.pk, reason=f"{run.stage}: its worker died {run.attempts} times")

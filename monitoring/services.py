@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.services import audit_record
+from common.enqueue import enqueue_now
 from common.errors import DomainError
 from monitoring import hooks, selectors, stats, webhooks
 from monitoring.models import (
@@ -517,10 +518,8 @@ def _webhook_delivery_create(*, project, alert, report, new_fields, policy: Drif
 def _webhook_enqueue(delivery_id: int) -> None:
     from monitoring.tasks import webhook_deliver
 
-    try:
-        webhook_deliver.delay(delivery_id)
-    except Exception as exc:  # noqa: BLE001 - the broker is away: the beat's retry sweep sends it
-        log.warning("webhook.enqueue_failed", delivery=delivery_id, error=str(exc)[:200])
+    # A broker that is away only delays it: the beat's retry sweep sends due deliveries.
+    enqueue_now(webhook_deliver, delivery_id)
 
 
 def webhook_backoff(attempts: int) -> timedelta:

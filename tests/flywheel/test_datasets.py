@@ -3,9 +3,12 @@ the local S3 server): build, read back and verify, reuse of unchanged shards, ne
 split stability, diff, manifests that are never overwritten, outages and retries."""
 
 import hashlib
+from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from common.errors import Conflict
 from common.storage import get_storage
@@ -172,12 +175,27 @@ def test_a_failed_version_is_not_rebuilt_by_a_second_run_but_by_a_retry(project,
         datasets.dataset_version_retry(version=version)
 
 
+def test_a_build_whose_message_was_lost_is_sent_again_by_the_sweep(project, django_capture_on_commit_callbacks):
+    """Queued while the broker was away, or lost when it restarted empty: no worker ever
+    started it, so it has no heartbeat. The sweep sends it once it has waited too long."""
+    ingest(project, range(10))
+    label(project, range(10))
+    version = datasets.dataset_version_create(project=project)  # its message is never delivered here
+    assert datasets.dataset_versions_sweep() == {"requeued": 0, "failed": 0}  # not stale yet
+    queued_long_ago = timezone.now() - timedelta(seconds=settings.FLYWHEEL_DATASET_STALE_SECONDS + 5)
+    DatasetVersion.objects.filter(pk=version.pk).update(updated_at=queued_long_ago)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert datasets.dataset_versions_sweep() == {"requeued": 1, "failed": 0}
+    version.refresh_from_db()
+    assert version.status == DatasetStatus.READY and version.counts["rows"] == 10
+
+
 def test_a_build_whose_worker_died_is_requeued_by_the_sweep(project, django_capture_on_commit_callbacks):
     ingest(project, range(10))
     label(project, range(10))
     version = datasets.dataset_version_create(project=project)
     # A worker took it and vanished: a token, and a heartbeat long stopped.
-    long_ago = version.created_at - datasets.STALE_AFTER * 2
+    long_ago = version.created_at - timedelta(seconds=settings.FLYWHEEL_DATASET_STALE_SECONDS * 2)
     DatasetVersion.objects.filter(pk=version.pk).update(build_token="dead", heartbeat_at=long_ago, attempts=1)
     dataset_version_build_task.delay(version.pk)  # a stale holder does not block a new attempt...
     version.refresh_from_db()

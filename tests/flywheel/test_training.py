@@ -249,6 +249,24 @@ def test_the_watchdog_requeues_a_dead_stage_and_fails_a_run_that_keeps_dying(inl
     assert stuck.status == "failed" and "died 6 times" in stuck.error
 
 
+def test_the_watchdog_resends_a_stage_whose_message_was_lost(inline, db):
+    """The broker restarted empty (or was away) after the stage was queued: no worker ever
+    claimed it. The watchdog sends it again once the run has been quiet past any retry's
+    backoff, and not before: a retry chain still sleeping is not doubled."""
+    project = digits_project()
+    log_and_label(project, start=0, count=600)
+    quiet_for = timedelta(seconds=training.STAGE_BACKOFF_MAX_SECONDS) + training._stale_after()
+    run = TrainingRun.objects.create(project=project, number=1, status="running", stage="dataset", trigger="manual",
+                                     trainer="sklearn")
+    TrainingRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - quiet_for / 2)
+    assert inline(training.training_watchdog) == []
+    TrainingRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - quiet_for - timedelta(seconds=5))
+    assert inline(training.training_watchdog) == [run.pk]
+    run.refresh_from_db()
+    assert run.status == "succeeded" and run.promoted
+    assert inline(training.training_watchdog) == []
+
+
 class _Receiver(http.server.BaseHTTPRequestHandler):
     received: list = []
 
