@@ -58,9 +58,11 @@ class Gunicorn:
                     "GUNICORN_WORKERS": str(workers), "GUNICORN_WORKER_CLASS": worker_class}
 
     def __enter__(self):
+        # A file, not a pipe: a pipe nobody reads fills up and then blocks every log write.
+        self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [str(Path(PYTHON).parent / "gunicorn"), "config.asgi:application", "-c", "config/gunicorn.py"],
-            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -71,7 +73,8 @@ class Gunicorn:
             except OSError:
                 time.sleep(0.2)
         self.__exit__()
-        raise SystemExit("gunicorn did not start: " + self.process.stderr.read().decode()[-2000:])
+        self.log.seek(0)
+        raise SystemExit("gunicorn did not start: " + self.log.read().decode(errors="replace")[-2000:])
 
     def __exit__(self, *exc):
         os.killpg(self.process.pid, signal.SIGTERM)
