@@ -48,4 +48,23 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["project", "-created_at"], name="audit_project_time")]
+        indexes = [
+            models.Index(fields=["project", "-created_at"], name="audit_project_time"),
+            models.Index(fields=["action", "-created_at"], name="audit_action_time"),
+        ]
+
+
+class LoginFailure(models.Model):
+    """A failed web sign-in. Kept for the lockout window only: enough of them for one
+    username, or from one address, refuse further sign-ins until they age out. In the
+    database because every gunicorn worker must see the same count."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    username = models.CharField(max_length=150, help_text="The username tried, lower-cased.")
+    ip = models.GenericIPAddressField(null=True, blank=True, help_text="The address the attempt came from.")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["username", "-created_at"], name="login_failure_username"),
+            models.Index(fields=["ip", "-created_at"], name="login_failure_ip"),
+        ]

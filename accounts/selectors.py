@@ -1,11 +1,16 @@
 """Reads about users: their role and the projects they may see."""
 
 import copy
+import math
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
-from accounts.models import Account, Membership, Role
+from accounts.models import Account, AuditEvent, LoginFailure, Membership, Role
 from common.errors import NotFound
 from common.ttlcache import TTLCache
 
@@ -63,3 +68,47 @@ def user_is_member(*, user, project_id: int) -> bool:
     if user_role(user) == Role.ADMIN:
         return True
     return Membership.objects.filter(user=user, project_id=project_id).exists()
+
+
+def user_get_by_username(username: str):
+    try:
+        return get_user_model().objects.get(username=username)
+    except get_user_model().DoesNotExist:
+        raise NotFound("user_not_found", f"No user '{username}'.") from None
+
+
+def tokens_list():
+    """Who has an API token and since when (never the keys)."""
+    return Token.objects.select_related("user", "user__account").order_by("user__username")
+
+
+def audit_events(*, project_id: int | None, action: str | None = None, target: str | None = None):
+    """Audit events, newest first: one project's, or with project_id None all of them
+    (including those of no project: accounts, tokens, sign-in lockouts)."""
+    events = AuditEvent.objects.select_related("project")
+    if project_id is not None:
+        events = events.filter(project_id=project_id)
+    if action:
+        # "label." matches every label.* action.
+        events = events.filter(action__startswith=action) if action.endswith(".") else events.filter(action=action)
+    if target:
+        events = events.filter(target=target)
+    return events.order_by("-created_at", "-id")
+
+
+def login_lockout_seconds(*, username: str | None, ip: str | None, now: datetime | None = None) -> int:
+    """Seconds until a sign-in for this username from this address may be tried again; 0 if
+    it may now. A lock ends when enough of the failures that caused it leave the window."""
+    now = now or timezone.now()
+    window = timedelta(seconds=settings.FLYWHEEL_LOGIN_LOCKOUT_SECONDS)
+    recent = LoginFailure.objects.filter(created_at__gt=now - window).order_by("-created_at")
+    waits = [0.0]
+    for field, value, limit in (("username", (username or "").lower()[:150], settings.FLYWHEEL_LOGIN_MAX_FAILURES),
+                                ("ip", ip, settings.FLYWHEEL_LOGIN_MAX_FAILURES_PER_IP)):
+        if not value or limit <= 0:
+            continue
+        # The limit-th newest failure: while it is inside the window, there are `limit` of them.
+        oldest_counted = recent.filter(**{field: value}).values_list("created_at", flat=True)[limit - 1:limit]
+        for created_at in oldest_counted:
+            waits.append((created_at + window - now).total_seconds())
+    return max(0, math.ceil(max(waits)))

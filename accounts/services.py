@@ -1,11 +1,19 @@
 """Writes about users: accounts, memberships, tokens, and the audit log."""
 
+from datetime import datetime, timedelta
+
+import structlog
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from accounts.models import Account, AuditEvent, Membership, Role
+from accounts.models import Account, AuditEvent, LoginFailure, Membership, Role
+from accounts.selectors import login_lockout_seconds
 from common.errors import DomainError
+
+log = structlog.get_logger(__name__)
 
 
 @transaction.atomic
@@ -33,20 +41,64 @@ def account_upsert(*, username: str, role: str, projects=(), password: str | Non
     elif account_created:
         audit_record(actor=actor, action="account.create", target=username, details={"role": role})
     for project in projects:
-        Membership.objects.get_or_create(user=user, project=project)
-    token, _ = Token.objects.get_or_create(user=user)
+        membership_add(user=user, project=project, actor=actor)
+    token, token_created = Token.objects.get_or_create(user=user)
+    if token_created and not created:
+        # A new user's token is part of account.create; a returning one's is worth a line.
+        audit_record(actor=actor, action="token.create", target=username)
     return user, token.key
 
 
-def token_revoke(*, user, actor=None) -> None:
-    """Revoke a user's API token; the next account_upsert issues a new one."""
+@transaction.atomic
+def token_issue(*, user, actor=None) -> Token:
+    """Give a user a new API token, revoking the one they had: the old key stops working at
+    once on this worker, within FLYWHEEL_ACCESS_CACHE_SECONDS on the others."""
+    rotated = Token.objects.filter(user=user).delete()[0] > 0
+    token = Token.objects.create(user=user)
+    audit_record(actor=actor, action="token.rotate" if rotated else "token.create", target=user.username)
+    return token
+
+
+def token_revoke(*, user, actor=None) -> bool:
+    """Revoke a user's API token; a later token_issue or account_upsert makes a new one.
+    False when there was none."""
     deleted, _ = Token.objects.filter(user=user).delete()
     if deleted:
         audit_record(actor=actor, action="token.revoke", target=user.username)
+    return bool(deleted)
 
 
-def membership_add(*, user, project) -> None:
-    Membership.objects.get_or_create(user=user, project=project)
+def membership_add(*, user, project, actor=None) -> None:
+    _, created = Membership.objects.get_or_create(user=user, project=project)
+    if created:
+        audit_record(actor=actor, action="account.membership_add", project=project, target=user.username)
+
+
+# --- Sign-in lockout ----------------------------------------------------------------------
+
+
+def login_failure_record(*, username: str, ip: str | None, now: datetime | None = None) -> int:
+    """Count a failed web sign-in. Returns the seconds of lockout it started (0 if none);
+    the start of a lockout goes to the audit log, each failure to the log only (an attacker
+    must not be able to flood the audit log)."""
+    now = now or timezone.now()
+    username = username.lower()[:150]
+    window = timedelta(seconds=settings.FLYWHEEL_LOGIN_LOCKOUT_SECONDS)
+    # Failures older than the window no longer count for anything.
+    LoginFailure.objects.filter(created_at__lt=now - window).delete()
+    LoginFailure.objects.create(username=username, ip=ip)
+    log.warning("account.login_failed", username=username, ip=ip)
+    locked_for = login_lockout_seconds(username=username, ip=ip, now=now)
+    if locked_for:
+        audit_record(actor=None, action="account.login_locked", target=username,
+                     details={"ip": ip, "seconds": locked_for})
+        log.warning("account.login_locked", username=username, ip=ip, seconds=locked_for)
+    return locked_for
+
+
+def login_failures_clear(*, username: str) -> None:
+    """A successful sign-in forgives the username's earlier typos (not the address's)."""
+    LoginFailure.objects.filter(username=username.lower()[:150]).delete()
 
 
 def audit_record(*, actor, action: str, project=None, project_id: int | None = None, target: str = "",

@@ -112,8 +112,23 @@ SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=12 * 3600)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-if env.bool("BEHIND_TLS_PROXY", default=False):
+# The CSRF cookie stays readable by JavaScript (HttpOnly off, Django's default): the
+# labeling workspace sends it back in X-CSRFToken with its session-authenticated API calls.
+CSRF_COOKIE_SAMESITE = "Lax"
+# Browsers heed HSTS only on HTTPS responses, and Django sends it only on requests it knows
+# are secure, so it is on wherever the cookies are secure. No includeSubDomains: other
+# services may share the domain.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if SECURE_COOKIES else 0)
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Web sign-in lockout: this many failed sign-ins for one username, or from one address,
+# within the window refuse further sign-ins (even with the right password) until the
+# failures age out of it. Counted in the database, which every worker shares. 0: no limit.
+FLYWHEEL_LOGIN_MAX_FAILURES = env.int("FLYWHEEL_LOGIN_MAX_FAILURES", default=5)
+FLYWHEEL_LOGIN_MAX_FAILURES_PER_IP = env.int("FLYWHEEL_LOGIN_MAX_FAILURES_PER_IP", default=30)
+FLYWHEEL_LOGIN_LOCKOUT_SECONDS = env.int("FLYWHEEL_LOGIN_LOCKOUT_SECONDS", default=900)
 
 # --- Static files ---------------------------------------------------------------------------
 

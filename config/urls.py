@@ -3,8 +3,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from accounts.views import LoginView
 from config import views
 
 urlpatterns = [
@@ -18,9 +20,12 @@ urlpatterns = [
     path("api/v1/", include("labeling.urls")),
     path("", include("labeling.web_urls")),
     path("api/v1/", include("monitoring.urls")),
+    path("api/v1/", include("accounts.urls")),
     path("ops/", include("monitoring.page_urls")),
+    # One sign-in page for everyone: the admin's own would be a way around the lockout.
+    path("admin/login/", RedirectView.as_view(url="/accounts/login/", query_string=True), name="admin-login"),
     path("admin/", admin.site.urls),
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/login/", LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
 ]
 

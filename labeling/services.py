@@ -309,8 +309,12 @@ def annotation_undo(*, task_id: int, user, now: datetime | None = None) -> Task:
             raise Conflict("no_longer_yours", "This task's label was resolved from several annotations.")
         # Undone as if never made: the label goes, the one it had replaced is current again.
         current.delete()
+        restored = None
         if current.previous_id:
             Label.objects.filter(pk=current.previous_id).update(is_current=True)
+            restored = Label.objects.filter(pk=current.previous_id).values_list("label", flat=True).first()
+        audit_record(actor=user, action="label.undo", project_id=task.project_id, target=str(task.prediction_id),
+                     details={"task": task.pk, "from": current.label, "to": restored})
     annotation.delete()
     Lease.objects.update_or_create(task=task, user=user, defaults={"expires_at": _lease_ends(now)})
     task.status = TaskStatus.LEASED if task.reason == TaskReason.GOLD else TaskStatus.OPEN
@@ -341,6 +345,8 @@ def task_review(*, task_id: int, reviewer, verdict: str, label: str | None = Non
         raise DomainError("invalid", f"'{label}' is not in the project's label set.",
                           fields={"label": ["Not in the project's label set."]})
     Review.objects.create(task=task, reviewer=reviewer, round=task.round, verdict=verdict, label=label or "")
+    before = Label.objects.filter(prediction_id=task.prediction_id, is_current=True).values_list(
+        "label", flat=True).first()
     if verdict == Verdict.ACCEPT:
         if label is None:
             counts = Counter(Annotation.objects.filter(task=task, round=task.round).values_list("label", flat=True))
@@ -360,6 +366,11 @@ def task_review(*, task_id: int, reviewer, verdict: str, label: str | None = Non
         task.round += 1
         task.status = TaskStatus.OPEN
     task.save(update_fields=["status", "round", "updated_at"])
+    # Every verdict, also one that keeps the label: a reviewer's decision is what a wrong
+    # training label is traced back to.
+    audit_record(actor=reviewer, action="label.review", project_id=task.project_id, target=str(task.prediction_id),
+                 details={"task": task.pk, "verdict": verdict, "from": before,
+                          "to": label if verdict == Verdict.ACCEPT else None})
     log.info("labeling.reviewed", task=task.pk, verdict=verdict, label=label)
     return task
 
@@ -374,6 +385,7 @@ def gold_answer_set(*, project, prediction, label: str, actor=None) -> GoldAnswe
     if label not in project.labels:
         raise DomainError("invalid", f"'{label}' is not in the project's label set.",
                           fields={"label": ["Not in the project's label set."]})
+    before = GoldAnswer.objects.filter(prediction=prediction).values_list("label", flat=True).first()
     gold, _ = GoldAnswer.objects.update_or_create(
         prediction=prediction, defaults={"project": project, "label": label, "created_by": actor}
     )
@@ -384,7 +396,7 @@ def gold_answer_set(*, project, prediction, label: str, actor=None) -> GoldAnswe
     Lease.objects.filter(task__in=queued).delete()
     queued.update(status=TaskStatus.CANCELED, updated_at=timezone.now())
     audit_record(actor=actor, action="gold.set", project=project, target=prediction.external_id,
-                 details={"label": label})
+                 details={"label": label, "from": before})
     return gold
 
 

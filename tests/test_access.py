@@ -1,12 +1,17 @@
-"""Who may do what: every API endpoint x every role -> the expected status, from one table.
+"""Who may do what: every route (API endpoints, web pages, service endpoints) x every role
+-> the expected status, from one table.
 
-A new endpoint that is not in ENDPOINTS fails `test_every_api_endpoint_is_in_the_table`, so
-none can be left out of the matrix."""
+A route that is not in ENDPOINTS fails `test_every_route_is_in_the_table`, so none can be
+left out of the matrix. API rows are called with the role's token; page rows with a session
+for people and with the token for apps (pages know only sessions, so an app is a stranger
+there); public rows the same way as pages, and answer everyone alike."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.models import Role
@@ -17,12 +22,22 @@ from tests import factories
 
 ROLES = ["anonymous", "annotator", "reviewer", "ops", "admin", "app", "app_other_project"]
 EVERYONE = {"annotator", "reviewer", "ops", "admin", "app", "app_other_project"}
+PEOPLE = {"annotator", "reviewer", "ops", "admin"}
 
 
 class Endpoint:
-    def __init__(self, method, path, allowed, *, ok=200, body=None, member_scoped=True, setup=None):
+    """One row. `allowed`: base roles that may (app_other_project counts as app). `ok`: the
+    allowed roles' status, or a dict of it per role where it differs (a page that redirects
+    a member of one project straight to it). `kind`: api, page or public (see above).
+    `member_scoped`: app_other_project gets 404 (API). `other_project`: the path names a
+    project only the admin sees, so other allowed people get 404 (pages). `denied`: the
+    status of a signed-in role that may not (pages: 403, the Django admin: 302)."""
+
+    def __init__(self, method, path, allowed=(), *, ok=200, body=None, member_scoped=True, setup=None, kind="api",
+                 other_project=False, denied=403):
         self.method, self.path, self.allowed, self.ok = method, path, set(allowed), ok
-        self.body, self.member_scoped, self.setup = body, member_scoped, setup
+        self.body, self.member_scoped, self.setup, self.kind = body, member_scoped, setup, kind
+        self.other_project, self.denied = other_project, denied
 
     def __repr__(self):
         return f"{self.method} {self.path}"
@@ -96,79 +111,159 @@ ENDPOINTS = [
     # run-1 was not trained here in this setup: it has no artifact to hand out.
     Endpoint("GET", "/api/v1/projects/{slug}/models/{name}/artifact/", {"app", "ops", "admin"}, ok=404,
              setup="training"),
+    # Tokens: every user may revoke their own ({me}); only admins anyone's, list them or issue them.
+    Endpoint("GET", "/api/v1/accounts/tokens/", {"admin"}, member_scoped=False),
+    Endpoint("POST", "/api/v1/accounts/tokens/", {"admin"}, ok=201, member_scoped=False,
+             body={"username": "m-bystander"}),
+    Endpoint("DELETE", "/api/v1/accounts/tokens/{me}/", EVERYONE, ok=204, member_scoped=False),
+    Endpoint("DELETE", "/api/v1/accounts/tokens/{bystander}/", {"admin"}, ok=204, member_scoped=False),
+    Endpoint("GET", "/api/v1/projects/{slug}/audit/", {"ops", "admin"}),
+    Endpoint("GET", "/api/v1/audit/", {"admin"}, member_scoped=False),
+    # --- Web pages (session). Members of one project are sent straight to it (302); the
+    # admin sees both projects and gets the list. ---
+    Endpoint("GET", "/", kind="public", ok=302),
+    Endpoint("GET", "/label/", PEOPLE, kind="page", ok={"annotator": 302, "reviewer": 302, "ops": 302}),
+    Endpoint("GET", "/label/{slug}/", PEOPLE, kind="page"),
+    Endpoint("GET", "/label/{other}/", PEOPLE, kind="page", other_project=True),
+    Endpoint("GET", "/review/", {"reviewer", "ops", "admin"}, kind="page", ok={"reviewer": 302, "ops": 302}),
+    Endpoint("GET", "/review/{slug}/", {"reviewer", "ops", "admin"}, kind="page"),
+    Endpoint("GET", "/review/{other}/", {"reviewer", "ops", "admin"}, kind="page", other_project=True),
+    # A review the page cannot apply still ends in the redirect back to the list (with a message).
+    Endpoint("POST", "/review/{slug}/", {"reviewer", "ops", "admin"}, kind="page", ok=302,
+             body={"task": "999999", "verdict": "accept"}),
+    Endpoint("GET", "/ops/", {"ops", "admin"}, kind="page", ok=302),
+    Endpoint("GET", "/ops/{slug}/", {"ops", "admin"}, kind="page"),
+    Endpoint("GET", "/ops/{other}/", {"ops", "admin"}, kind="page", other_project=True),
+    Endpoint("GET", "/accounts/login/", kind="public"),
+    Endpoint("POST", "/accounts/login/", kind="public", body={"username": "m-nobody", "password": "wrong"}),
+    Endpoint("POST", "/accounts/logout/", kind="public", ok=302),
+    # The Django admin sends anyone who is not staff (every role but admin) to sign in.
+    Endpoint("GET", "/admin/", {"admin"}, kind="page", denied=302),
+    Endpoint("GET", "/admin/login/", kind="public", ok=302),
+    # --- Service endpoints: public by design (load balancers, Prometheus, API clients);
+    # /metrics takes a bearer token when METRICS_TOKEN is set (tests/test_service.py). ---
+    Endpoint("GET", "/healthz", kind="public"),
+    Endpoint("GET", "/readyz", kind="public"),
+    Endpoint("GET", "/metrics", kind="public"),
+    Endpoint("GET", "/api/v1/schema/", kind="public"),
+    Endpoint("GET", "/api/docs/", kind="public"),
 ]
 
+# Routes deliberately not in the table, with the reason.
+NOT_IN_TABLE = {
+    # The Django admin's own views, each behind admin_view (staff only: the admin role); its
+    # entry page and its sign-in stand for them above.
+    r"^admin/.+": "Django admin views behind admin_view(); /admin/ and /admin/login/ are in the table",
+}
 
-def _api_patterns(resolver=None, prefix=""):
+
+def _routes(resolver=None, prefix=""):
     resolver = resolver or get_resolver()
     for entry in resolver.url_patterns:
         if isinstance(entry, URLResolver):
-            yield from _api_patterns(entry, prefix + str(entry.pattern))
+            yield from _routes(entry, prefix + str(entry.pattern))
         elif isinstance(entry, URLPattern):
-            route = prefix + str(entry.pattern)
-            if route.startswith("api/v1/") and "schema" not in route:
-                yield "/" + route
+            yield prefix + str(entry.pattern)
 
 
 def _normalize(route: str) -> str:
-    import re
-
-    return re.sub(r"<[^>]+>|\{[^}]+\}|p-0|(?<=/)\d+(?=/)", "X", route)
+    return re.sub(r"<[^>]+>|\{[^}]+\}|p-0|(?<=/)\d+(?=/)", "X", route.removeprefix("/"))
 
 
-def test_every_api_endpoint_is_in_the_table():
+def test_every_route_is_in_the_table():
     table = {_normalize(e.path) for e in ENDPOINTS}
-    routed = {_normalize(route) for route in _api_patterns()}
-    missing = routed - table
-    assert not missing, f"Endpoints missing from the access matrix: {sorted(missing)}"
+    routed = {_normalize(route) for route in _routes()}
+    missing = {route for route in routed - table if not any(re.match(rx, route) for rx in NOT_IN_TABLE)}
+    assert not missing, f"Routes missing from the access matrix: {sorted(missing)}"
+    # The table names no route that does not exist (a typo would test a 404).
+    assert not table - routed, sorted(table - routed)
 
 
 def expected_status(endpoint: Endpoint, role: str) -> int:
+    base_role = "app" if role == "app_other_project" else role
+    ok = endpoint.ok.get(role, 200) if isinstance(endpoint.ok, dict) else endpoint.ok
+    if endpoint.kind == "public":
+        return ok
+    if endpoint.kind == "page":
+        if role == "anonymous" or base_role == "app":
+            return 302  # to sign in
+        if base_role not in endpoint.allowed:
+            return endpoint.denied
+        if endpoint.other_project and role != "admin":
+            return 404
+        return ok
     if role == "anonymous":
         return 401
-    base_role = "app" if role == "app_other_project" else role
     if base_role not in endpoint.allowed:
         return 403
     if role == "app_other_project" and endpoint.member_scoped:
         return 404
-    return endpoint.ok
+    return ok
 
 
 @pytest.fixture
-def tokens(db):
+def accounts(db):
+    """Role -> (user, token). Usernames are fixed so that rows can name them."""
     project = factories.project(slug="digits")
     other = factories.project(slug="elsewhere")
-    out = {"anonymous": None}
+    out = {"anonymous": (None, None)}
     for role in ("annotator", "reviewer", "ops", "admin", "app"):
-        out[role] = factories.user_with_role(role, project)[1]
-    out["app_other_project"] = factories.user_with_role(Role.APP, other)[1]
+        out[role] = factories.user_with_role(role, project, username=f"m-{role}")
+    out["app_other_project"] = factories.user_with_role(Role.APP, other, username="m-app-elsewhere")
+    factories.user_with_role(Role.ANNOTATOR, project, username="m-bystander")
     return out
+
+
+def _client(endpoint: Endpoint, role: str, accounts):
+    user, token = accounts[role]
+    if endpoint.kind == "api":
+        return factories.api_client(token)
+    client = Client()
+    if token and role.startswith("app"):
+        client.defaults["HTTP_AUTHORIZATION"] = f"Token {token}"
+    elif user is not None:
+        client.force_login(user)
+    return client
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=repr)
 @pytest.mark.parametrize("role", ROLES)
-def test_access_matrix(tokens, endpoint, role):
+def test_access_matrix(accounts, endpoint, role):
     task = None
     if endpoint.setup in ("prediction", "task"):
         image = digit_png(np.zeros(64))
-        response = factories.api_client(tokens["app"]).post(
+        response = factories.api_client(accounts["app"][1]).post(
             "/api/v1/projects/digits/predictions/",
             factories.prediction(0, confidence=0.3, input={"image": image}), format="json",
         )
         task = response.json()["results"][0]["task_id"]
     elif endpoint.setup == "datasets":
         _datasets()
-    context = {"slug": "digits", "task": task, "name": "run-1"}
+    context = {"slug": "digits", "other": "elsewhere", "task": task, "name": "run-1", "bystander": "m-bystander",
+               "me": accounts[role][0].username if accounts[role][0] else "m-nobody"}
     if endpoint.setup == "training":
         context["run"] = _training_run()
     if endpoint.setup == "drift_report":
         context["report"] = monitoring_services.drift_check_run(project=Project.objects.get(slug="digits")).pk
-    client = factories.api_client(tokens[role])
+    client = _client(endpoint, role, accounts)
     path = endpoint.path.format(**context)
-    response = client.generic(endpoint.method, path, _json(endpoint.body), content_type="application/json")
-    assert response.status_code == expected_status(endpoint, role), response.content[:300]
-    if response.status_code >= 400:
+    if endpoint.kind == "api":
+        response = client.generic(endpoint.method, path, _json(endpoint.body), content_type="application/json")
+    else:
+        response = client.generic(endpoint.method, path, _form(endpoint.body),
+                                  content_type="application/x-www-form-urlencoded")
+    expected = expected_status(endpoint, role)
+    assert response.status_code == expected, response.content[:300]
+    if endpoint.kind == "api" and response.status_code >= 400:
         assert response.json()["error"]["code"]
+    if endpoint.kind == "page" and expected == 302 and (role == "anonymous" or role.startswith("app")):
+        assert response["Location"].startswith(("/accounts/login/?next=", "/admin/login/?next="))
+
+
+def _form(body):
+    from urllib.parse import urlencode
+
+    return urlencode(body) if body is not None else ""
 
 
 def _datasets():

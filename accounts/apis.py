@@ -1,0 +1,95 @@
+"""HTTP API of accounts: API tokens (issue, rotate, revoke) and the audit log, read-only.
+Thin: validate, call one service or selector, serialize."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts import roles, selectors, services
+from accounts.models import Role
+from accounts.permissions import role_in
+from accounts.serializers import (
+    AdminAuditQuerySerializer,
+    AuditEventSerializer,
+    AuditQuerySerializer,
+    TokenIssuedSerializer,
+    TokenIssueInputSerializer,
+    TokenSerializer,
+)
+from common.errors import NotFound
+
+ADMIN = frozenset({Role.ADMIN})
+
+AuditPage = inline_serializer("AuditPage", {"count": serializers.IntegerField(),
+                                            "results": AuditEventSerializer(many=True)})
+
+
+class TokenListApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(ADMIN)]
+
+    @extend_schema(responses=TokenSerializer(many=True), summary="Who has an API token (admin; never the keys)")
+    def get(self, request):
+        return Response(TokenSerializer(selectors.tokens_list(), many=True).data)
+
+    @extend_schema(request=TokenIssueInputSerializer, responses={201: TokenIssuedSerializer},
+                   summary="Create or rotate a user's API token (admin); the old one stops working")
+    def post(self, request):
+        data = TokenIssueInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = selectors.user_get_by_username(data.validated_data["username"])
+        token = services.token_issue(user=user, actor=request.user)
+        return Response(TokenIssuedSerializer(token).data, status=status.HTTP_201_CREATED)
+
+
+class TokenDetailApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={204: OpenApiResponse(description="Revoked")},
+                   summary="Revoke a user's API token (admin, or the user their own)")
+    def delete(self, request, username):
+        is_admin = selectors.user_role(request.user) == Role.ADMIN
+        if not is_admin and username != request.user.get_username():
+            raise PermissionDenied("Only admins may revoke another user's token.")
+        user = selectors.user_get_by_username(username)
+        if not services.token_revoke(user=user, actor=request.user):
+            raise NotFound("token_not_found", f"'{username}' has no API token.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _page(events, query) -> Response:
+    offset, limit = query["offset"], query["limit"]
+    return Response({"count": events.count(),
+                     "results": AuditEventSerializer(events[offset:offset + limit], many=True).data})
+
+
+class ProjectAuditApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.OBSERVE)]
+
+    @extend_schema(parameters=[AuditQuerySerializer], responses=AuditPage,
+                   summary="The project's audit log, newest first (ops, admin)")
+    def get(self, request, slug):
+        project = selectors.project_get_for_user(user=request.user, slug=slug)
+        query = AuditQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        events = selectors.audit_events(project_id=project.pk, action=query.validated_data.get("action"),
+                                        target=query.validated_data.get("target"))
+        return _page(events, query.validated_data)
+
+
+class AuditApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(ADMIN)]
+
+    @extend_schema(parameters=[AdminAuditQuerySerializer], responses=AuditPage,
+                   summary="The whole audit log, newest first, with account and token events (admin)")
+    def get(self, request):
+        query = AdminAuditQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        slug = query.validated_data.get("project")
+        project = selectors.project_get_for_user(user=request.user, slug=slug) if slug else None
+        events = selectors.audit_events(project_id=project.pk if project else None,
+                                        action=query.validated_data.get("action"),
+                                        target=query.validated_data.get("target"))
+        return _page(events, query.validated_data)
