@@ -29,6 +29,14 @@ class FeatureSerializer(serializers.Serializer):
                                   error_messages={"invalid": "1 to 64 letters, digits, '_', '.' or '-'."})
     type = serializers.ChoiceField(choices=FeatureType.choices)
 
+    def validate(self, attrs):
+        # A PATCH makes every nested field optional (DRF's `partial` reaches down), but a
+        # PATCH replaces the feature list whole: an entry without a name or type was a 500.
+        missing = {name: ["This field is required."] for name in ("name", "type") if name not in attrs}
+        if missing:
+            raise serializers.ValidationError(missing)
+        return attrs
+
 
 class RoutingPolicySerializer(serializers.Serializer):
     uncertainty = serializers.ChoiceField(choices=routing.UNCERTAINTY_METHODS, required=False,
