@@ -17,11 +17,13 @@ import socket
 import struct
 import zlib
 
+import httpx
 import pytest
 from django.test import override_settings
 from PIL import Image
 
 from accounts.models import Role
+from common.json import NUL_REASON
 from flywheel.models import Feedback, ModelVersion, Prediction, Project, TrainingRun
 from labeling.models import Task
 from tests import factories
@@ -443,3 +445,33 @@ def test_an_image_url_stored_before_a_spelling_was_refused_is_not_shown(app_clie
     task = annotator.post("/api/v1/projects/digits/tasks/next/").json()["task"]
     assert task["id"] == response.json()["results"][0]["task_id"]
     assert task["prediction"]["image_url"] is None
+
+
+# --- the ASGI ingestion gateway answers the same ------------------------------------------------
+
+
+def test_the_gateway_refuses_a_nul_naming_the_field_and_a_chunked_body_over_the_limit(db, project, app_token):
+    from asgiref.sync import async_to_sync
+    from django.core.asgi import get_asgi_application
+
+    from flywheel.gateway import IngestGateway
+    from tests.flywheel.test_gateway import _in_test_thread, post
+
+    gateway = IngestGateway(get_asgi_application(), run_sync=_in_test_thread)
+    response = post(gateway, prediction(1, features={"color": "re\x00d"}), app_token)
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"features.color": [NUL_REASON]}
+
+    async def chunked():
+        transport = httpx.ASGITransport(app=gateway)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            async def body():  # no Content-Length: the gateway counts while it reads
+                for _ in range(10):
+                    yield b" " * 500
+            return await client.post(PREDICTIONS, content=body(), headers={
+                "Authorization": f"Token {app_token}", "Content-Type": "application/json"})
+
+    with override_settings(FLYWHEEL_MAX_BODY_BYTES=1_000):
+        response = async_to_sync(chunked)()
+    assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
+    assert not Prediction.objects.exists()
