@@ -29,6 +29,8 @@ def token_user(key: str):
     cached = token_cache.get(key)
     if cached is not None:
         return cached
+    if "\x00" in key:
+        return None  # PostgreSQL cannot even compare it: a query would fail, not miss
     if connection.vendor == "postgresql":
         connection.ensure_connection()
         with psycopg.Cursor(connection.connection) as cursor:

@@ -35,6 +35,7 @@ from accounts.authentication import token_user
 from accounts.selectors import project_get_for_user, user_role
 from accounts.signals import register_access_cache
 from common.errors import error_body, error_for
+from common.json import loads_request
 from common.ttlcache import TTLCache
 from flywheel.apis import ingest_metrics_record, ingest_result_body
 from flywheel.serializers import PredictionsInputSerializer
@@ -186,10 +187,7 @@ def _resolve_sync(token: str, slug: str):
 
 
 def _parse(project, raw: bytes):
-    try:
-        data = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError as exc:
-        raise ParseError(f"The body is not valid JSON: {exc}") from None
+    data = loads_request(raw) if raw else {}
     serializer = PredictionsInputSerializer(project=project, data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data

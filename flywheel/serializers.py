@@ -29,6 +29,14 @@ class FeatureSerializer(serializers.Serializer):
                                   error_messages={"invalid": "1 to 64 letters, digits, '_', '.' or '-'."})
     type = serializers.ChoiceField(choices=FeatureType.choices)
 
+    def validate(self, attrs):
+        # A PATCH makes every nested field optional (DRF's `partial` reaches down), but a
+        # PATCH replaces the feature list whole: an entry without a name or type was a 500.
+        missing = {name: ["This field is required."] for name in ("name", "type") if name not in attrs}
+        if missing:
+            raise serializers.ValidationError(missing)
+        return attrs
+
 
 class RoutingPolicySerializer(serializers.Serializer):
     uncertainty = serializers.ChoiceField(choices=routing.UNCERTAINTY_METHODS, required=False,
@@ -365,6 +373,21 @@ class PromotionSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+MAX_METRICS_DEPTH = 16
+
+
+def json_depth(value) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (a scalar is 0)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 class TrainingCompleteInputSerializer(serializers.Serializer):
     model_version = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                                            error_messages={"invalid": "1 to 64 letters, digits, '.', '_' or '-'."})
@@ -372,3 +395,11 @@ class TrainingCompleteInputSerializer(serializers.Serializer):
     metrics = serializers.DictField(required=False, default=dict)
     predictions = serializers.DictField(child=serializers.CharField(max_length=64), required=False,
                                         help_text="The candidate's label for each evaluation row, by row id.")
+
+    def validate_metrics(self, value):
+        # Free-form, but stored and shown with every answer about the model: orjson reads
+        # 1,024 levels and writes only 254, so a deeper document would have made each of
+        # those answers a 500.
+        if json_depth(value) > MAX_METRICS_DEPTH:
+            raise serializers.ValidationError(f"Nested more than {MAX_METRICS_DEPTH} levels deep.")
+        return value

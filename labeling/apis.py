@@ -3,7 +3,7 @@ service or selector, serialize."""
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -54,16 +54,23 @@ class TaskNextApi(APIView):
         return Response({"task": TaskSerializer(task).data})
 
 
+MAX_TASK_OFFSET = 1_000_000_000
+
+
+class _ListParams(serializers.Serializer):
+    status = serializers.ChoiceField(choices=TaskStatus.choices, required=False)
+    reason = serializers.CharField(max_length=32, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=500, default=100, help_text="At most 500.")
+    # Bounded: PostgreSQL's OFFSET is a bigint, and a larger one was a 500, not an empty page.
+    offset = serializers.IntegerField(min_value=0, max_value=MAX_TASK_OFFSET, default=0)
+
+
 class TaskListApi(APIView):
     permission_classes = [IsAuthenticated, role_in(roles.READ_TASKS)]
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, enum=[s.value for s in TaskStatus]),
-            OpenApiParameter("reason", str),
-            OpenApiParameter("limit", int, description="At most 500 (default 100)."),
-            OpenApiParameter("offset", int),
-        ],
+        # The serializer that checks the query is also what the schema shows, bounds included.
+        parameters=[_ListParams],
         responses=inline_serializer("TaskList", {"count": serializers.IntegerField(),
                                                  "results": TaskListItemSerializer(many=True)}),
         summary="The project's queue",
@@ -77,13 +84,6 @@ class TaskListApi(APIView):
         offset, limit = params.validated_data["offset"], params.validated_data["limit"]
         return Response({"count": tasks.count(),
                          "results": TaskListItemSerializer(tasks[offset:offset + limit], many=True).data})
-
-
-class _ListParams(serializers.Serializer):
-    status = serializers.ChoiceField(choices=TaskStatus.choices, required=False)
-    reason = serializers.CharField(max_length=32, required=False)
-    limit = serializers.IntegerField(min_value=1, max_value=500, default=100)
-    offset = serializers.IntegerField(min_value=0, default=0)
 
 
 class AnnotatorMeApi(APIView):
@@ -190,7 +190,9 @@ class TaskImageApi(APIView):
 class GoldApi(APIView):
     permission_classes = [IsAuthenticated, role_in(roles.MANAGE)]
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, summary="The project's gold answers")
+    @extend_schema(responses=inline_serializer("GoldAnswer", {
+        "prediction_id": serializers.CharField(), "label": serializers.CharField(),
+        "created_at": serializers.DateTimeField()}, many=True), summary="The project's gold answers")
     def get(self, request, slug):
         project = project_get_for_user(user=request.user, slug=slug)
         answers = project.gold_answers.select_related("prediction").order_by("id")

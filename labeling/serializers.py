@@ -3,6 +3,7 @@
 from django.urls import reverse
 from rest_framework import serializers
 
+from flywheel.validation import image_url_problem
 from labeling.models import Verdict
 
 
@@ -31,7 +32,9 @@ class TaskPredictionSerializer(serializers.Serializer):
         if prediction.input.get("image") or str(prediction.input.get("image_url", "")).startswith("s3://"):
             return reverse("task-image", args=[task.pk]) if task is not None else None
         url = prediction.input.get("image_url")
-        return url if url and url.startswith("https://") else None
+        # Checked again on the way out: a URL stored before a host spelling was refused at
+        # ingestion must not send the annotator's browser into their own network.
+        return url if url and url.startswith("https://") and image_url_problem(url) is None else None
 
 
 class TaskSerializer(serializers.Serializer):

@@ -1,7 +1,7 @@
 """HTTP API of monitoring (API.md: Monitoring). Thin: validate, call one service or
 selector, serialize. Ops and admins only."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -26,7 +26,8 @@ MAX_LIMIT = 100
 
 
 class _LimitSerializer(serializers.Serializer):
-    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=20)
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=20,
+                                     help_text=f"How many, newest first (1-{MAX_LIMIT}, default 20).")
 
 
 def _limit(request) -> int:
@@ -35,7 +36,8 @@ def _limit(request) -> int:
     return serializer.validated_data["limit"]
 
 
-LIMIT_PARAMETER = OpenApiParameter("limit", int, description=f"How many, newest first (1-{MAX_LIMIT}, default 20).")
+# The serializer that checks the query is also what the schema shows, bounds included.
+LIMIT_PARAMETER = _LimitSerializer
 
 
 class DriftReportListApi(APIView):
