@@ -85,8 +85,11 @@ def keep_connection():
     request_finished.connect(close_old_connections)
 
 
+# Derandomized, with no example database: the suite sends the same cases on every machine,
+# so a run that passed here passes in CI; the cases change when the schema does.
 @schema.parametrize()
-@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
+          database=None)
 def test_every_operation_answers_as_its_schema_says(case, world, keep_connection):
     # Valid path parameters point at the world's rows, so requests get past the lookup
     # into the view; invalid ones (a generated negative case) are sent as generated.
