@@ -27,11 +27,15 @@ def test_the_service_takes_requests_while_the_broker_is_down_and_catches_up_afte
         status, body = call(f"{api}/predictions/",
                             {"predictions": [factories.prediction(i, confidence=0.3) for i in range(30)]}, app)
         assert status == 201 and body["created"] == 30
-        for i in range(10):
+        for i in range(20):
             status, claimed = call(f"{api}/tasks/next/", {}, annotator)
             assert status == 200
             task_id = claimed["task"]["id"]
             status, _ = call(f"{service.url}/api/v1/tasks/{task_id}/annotations/", {"label": str(i % 2)}, annotator)
+            assert status == 201
+        # Gold answers make the gate's evaluation set whatever split the labeled rows fall in.
+        for i in range(25, 29):
+            status, _ = call(f"{api}/gold/", {"prediction_id": f"p-{i}", "label": str(i % 2)}, ops)
             assert status == 201
         status, version = call(f"{api}/datasets/", {"note": "while the broker is away"}, ops)
         assert status == 202 and version["status"] == "building"
