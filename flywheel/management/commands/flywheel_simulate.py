@@ -81,6 +81,9 @@ class Command(BaseCommand):
         parser.add_argument("--initial-labels", type=int, default=60, help="The slice the first model learns from.")
         parser.add_argument("--gold", type=int, default=400, help="Digits with known answers the gate judges on.")
         parser.add_argument("--test", type=int, default=300, help="Held-out digits that measure true accuracy.")
+        parser.add_argument("--uncertainty-threshold", type=float,
+                            default=simulation.SimulationConfig.uncertainty_threshold,
+                            help="Margin score from which uncertainty routing sends a prediction to the queue.")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--seeds", type=int, default=1,
                             help="Run this many seeds from --seed on and compare the strategies' mean curves.")
@@ -103,6 +106,7 @@ class Command(BaseCommand):
                     annotator_error=options["annotator_error"], feedback_share=options["feedback_share"],
                     shift_round=options["shift_round"], initial_labels=options["initial_labels"],
                     gold=options["gold"], test=options["test"], seed=seed,
+                    uncertainty_threshold=options["uncertainty_threshold"],
                 )
                 by_seed.append(self._one_seed(url, config, strategies, quiet=options["quiet"]))
         plot_path = Path(options["plot"])
