@@ -33,6 +33,10 @@ class RoutingPolicy:
     # Uncertainty-routed tasks per UTC day; past it only the audit sample is routed.
     daily_budget: int = 1000
     annotations_per_task: int = 1
+    # When a new champion takes over, open uncertainty-routed tasks scored by an earlier
+    # model go behind the ones it scores itself: what puzzled a retired model is often
+    # settled by the labels that trained its successor.
+    demote_stale: bool = True
 
     @classmethod
     def from_dict(cls, data: Mapping | None) -> "RoutingPolicy":
@@ -106,6 +110,13 @@ def task_priority(reason: str, uncertainty_score: float) -> float:
     if reason in (Reason.FEEDBACK_CONFLICT, Reason.FEEDBACK_REJECT, Reason.DRIFT):
         return 0.5 + uncertainty_score / 2
     return uncertainty_score
+
+
+# What a new champion takes off the priority of open tasks an earlier model routed by its
+# uncertainty (RoutingPolicy.demote_stale). Those priorities lie in [0, 1], so one puts a
+# stale task behind every task the current champion routed, and each later champion pushes
+# it back again: stale tasks are served newest model first.
+STALE_DEMOTION = 1.0
 
 
 @dataclass(frozen=True, slots=True)

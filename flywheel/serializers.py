@@ -49,6 +49,9 @@ class RoutingPolicySerializer(serializers.Serializer):
                                             help_text="Uncertainty-routed tasks per UTC day.")
     annotations_per_task = serializers.IntegerField(min_value=1, max_value=10, required=False,
                                                     help_text="Distinct annotators per task (overlap).")
+    demote_stale = serializers.BooleanField(
+        required=False, help_text="When a new champion serves, open uncertainty-routed tasks scored by an earlier "
+                                  "model are served after the ones it routed.")
 
 
 class RetrainingPolicySerializer(serializers.Serializer):

@@ -138,7 +138,11 @@ class Simulation:
         self.ops, self.app, self.annotator = ops, app, annotator
         self.progress = progress or (lambda step: None)
         self.digits = Digits(config)
-        self.rng = np.random.default_rng(config.seed + 1)  # traffic, users and annotators: same for both
+        # End users and annotators draw from this one; how often depends on the strategy (how
+        # many predictions are wrong, how many tasks there are), so traffic and the shifted
+        # gold digits draw from streams of their own: the same digits and the same noise for
+        # both strategies in every round, whatever happened before.
+        self.rng = np.random.default_rng(config.seed + 1)
         self.labels_spent = 0
         self.champion_name = ""
         self.champion: Model | None = None
@@ -178,9 +182,11 @@ class Simulation:
         shifted = number >= config.shift_at
         if number == config.shift_at:
             later = self.digits.gold[len(self.digits.gold) // 2:]
-            self._gold(later, self.digits.shifted(later, config.shift_noise, self.rng), prefix="gold-shifted")
-        indices = self.rng.choice(self.digits.pool, config.traffic, replace=False)
-        pixels = self.digits.shifted(indices, config.shift_noise, self.rng) if shifted else self.digits.x[indices]
+            gold_rng = np.random.default_rng([config.seed, 3])
+            self._gold(later, self.digits.shifted(later, config.shift_noise, gold_rng), prefix="gold-shifted")
+        traffic_rng = np.random.default_rng([config.seed, 2, number])
+        indices = traffic_rng.choice(self.digits.pool, config.traffic, replace=False)
+        pixels = self.digits.shifted(indices, config.shift_noise, traffic_rng) if shifted else self.digits.x[indices]
         served = self.champion_name
         labels, confidence, probabilities = self._predict(pixels)
         ids = self._log(indices, pixels, version=served, hour=number, predicted=labels, confidence=confidence,

@@ -29,7 +29,7 @@ from accounts.services import audit_record
 from common.enqueue import enqueue_on_commit
 from common.errors import Conflict, DomainError
 from common.storage import ObjectMissing, StorageError, get_storage, key
-from flywheel import dataset_selectors, datasets, evaluation, shards
+from flywheel import dataset_selectors, datasets, evaluation, routing, shards
 from flywheel.models import (
     DatasetStatus,
     DatasetVersion,
@@ -47,6 +47,7 @@ from flywheel.models import (
 )
 from flywheel.trainers import Artifact, Model, TrainingData, load_model
 from labeling import selectors as labeling_selectors
+from labeling import services as labeling_services
 from monitoring import selectors as monitoring_selectors
 from monitoring import webhooks
 
@@ -716,7 +717,8 @@ def model_promote(*, project: Project, model_version: ModelVersion, actor=None, 
                      details={"previous": previous.name if previous else None, "run": run.number if run else None,
                               "reason": reason})
         _reference_follow(project, model_version, actor)
-    log.info("model.promoted", project=project.slug, model=model_version.name,
+        demoted = _stale_tasks_demote(project, model_version)
+    log.info("model.promoted", demoted_tasks=demoted, project=project.slug, model=model_version.name,
              previous=previous.name if previous else None)
     return promotion
 
@@ -741,8 +743,17 @@ def model_rollback(*, project: Project, actor=None, reason: str = "") -> ModelPr
         audit_record(actor=actor, action="model.rollback", project=project, target=last.previous.name,
                      details={"from": current.name, "reason": reason})
         _reference_follow(project, last.previous, actor)
-    log.info("model.rolled_back", project=project.slug, to=last.previous.name, frm=current.name)
+        demoted = _stale_tasks_demote(project, last.previous)
+    log.info("model.rolled_back", demoted_tasks=demoted, project=project.slug, to=last.previous.name, frm=current.name)
     return promotion
+
+
+def _stale_tasks_demote(project: Project, champion: ModelVersion) -> int:
+    """The queue serves the new champion's uncertainty first (RoutingPolicy.demote_stale)."""
+    if not routing.RoutingPolicy.from_dict(project.routing).demote_stale:
+        return 0
+    return labeling_services.tasks_demote_stale(project_id=project.pk, champion_id=champion.pk,
+                                                demotion=routing.STALE_DEMOTION)
 
 
 def _reference_follow(project: Project, model_version: ModelVersion, actor) -> None:

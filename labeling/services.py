@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.services import audit_record
@@ -59,6 +60,15 @@ def tasks_create(*, project_id: int, specs: Sequence[TaskSpec], annotations_requ
         for spec in specs
     )
     return [task.pk for task in tasks]
+
+
+def tasks_demote_stale(*, project_id: int, champion_id: int, demotion: float) -> int:
+    """Lower by `demotion` the priority of open uncertainty-routed tasks whose prediction
+    another model than the champion made; returns how many. One UPDATE, in the caller's
+    transaction. Tasks someone holds or reviews, audit and feedback tasks keep their place."""
+    return (Task.objects.filter(project_id=project_id, status=TaskStatus.OPEN, reason=TaskReason.LOW_CONFIDENCE)
+            .exclude(prediction__model_version_id=champion_id)
+            .update(priority=F("priority") - demotion))
 
 
 # --- Claiming ---------------------------------------------------------------------------------

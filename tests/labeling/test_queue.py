@@ -12,7 +12,8 @@ from django.utils import timezone
 from PIL import Image
 
 from accounts.models import AuditEvent, Role
-from flywheel.models import Project
+from flywheel import training
+from flywheel.models import ModelVersion, Project
 from labeling import services
 from labeling.models import Annotation, Label, Lease, Task
 from labeling.tasks import leases_sweep
@@ -66,6 +67,23 @@ def test_next_claims_the_most_uncertain_task_under_a_lease(app_client, project):
     # A second annotator gets the next one, not the same.
     _, other = annotator(project)
     assert claim(other)["prediction"]["id"] == "p-1"
+
+
+@pytest.mark.parametrize("demote_stale", [True, False])
+def test_a_new_champion_is_served_its_own_uncertain_predictions_before_stale_ones(app_client, project, demote_stale):
+    Project.objects.filter(pk=project.pk).update(routing={**project.routing, "demote_stale": demote_stale})
+    # v1 was unsure of p-0..p-2; v2, which learned from labels since, routes p-10 less unsure.
+    log(app_client, uncertain(3) + [prediction(5, confidence=0.9)])
+    log(app_client, [prediction(10, model_version="v2", confidence=0.6), prediction(11, model_version="v2")])
+    _, holder = annotator(project)
+    assert claim(holder)["prediction"]["id"] == "p-0"  # held across the promotion: keeps its lease
+    project.refresh_from_db()
+    training.model_promote(project=project, model_version=ModelVersion.objects.get(project=project, name="v2"))
+    _, client = annotator(project)
+    served = [claim(client)["prediction"]["id"] for _ in range(3)]
+    assert served == (["p-10", "p-1", "p-2"] if demote_stale else ["p-1", "p-2", "p-10"])
+    assert claim(client) is None
+    assert Task.objects.get(prediction__external_id="p-0").status == "leased"
 
 
 def test_nothing_to_do_is_204(project):

@@ -50,16 +50,20 @@ class _Server:
         self.thread.join(timeout=10)
 
 
-def simulation_clients(url: str, slug: str) -> tuple[Client, Client, Client]:
+def simulation_clients(url: str, slug: str, *, seed: int | None = None) -> tuple[Client, Client, Client]:
     """Ops, app and annotator clients for a new simulation project. Earlier simulations'
     projects of the same strategy are deleted (their stored datasets stay under their own
-    slugs: dataset manifests are never overwritten)."""
+    slugs: dataset manifests are never overwritten). With a `seed`, the project's audit
+    salt comes from it: the audit sample, which is all random routing labels, is then the
+    same in every run of that seed instead of a new draw each time."""
     _, ops_token = account_upsert(username="sim-ops", role=Role.OPS)
     for old in Project.objects.filter(slug__startswith=slug.rsplit("-", 2)[0] + "-"):
         old.delete()
     ops = Client(url, ops_token)
     policy = simulation.project_policy("uncertainty", simulation.SimulationConfig())
     ops.create_project(slug=slug, name=f"Simulation: {slug}", labels=policy["labels"], features=policy["features"])
+    if seed is not None:
+        Project.objects.filter(slug=slug).update(audit_salt=f"simulation-seed-{seed}")
     project = Project.objects.get(slug=slug)
     _, app_token = account_upsert(username="sim-app", role=Role.APP, projects=[project])
     _, annotator_token = account_upsert(username="sim-annotator", role=Role.ANNOTATOR, projects=[project])
@@ -81,6 +85,9 @@ class Command(BaseCommand):
         parser.add_argument("--initial-labels", type=int, default=60, help="The slice the first model learns from.")
         parser.add_argument("--gold", type=int, default=400, help="Digits with known answers the gate judges on.")
         parser.add_argument("--test", type=int, default=300, help="Held-out digits that measure true accuracy.")
+        parser.add_argument("--uncertainty-threshold", type=float,
+                            default=simulation.SimulationConfig.uncertainty_threshold,
+                            help="Margin score from which uncertainty routing sends a prediction to the queue.")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--seeds", type=int, default=1,
                             help="Run this many seeds from --seed on and compare the strategies' mean curves.")
@@ -103,6 +110,7 @@ class Command(BaseCommand):
                     annotator_error=options["annotator_error"], feedback_share=options["feedback_share"],
                     shift_round=options["shift_round"], initial_labels=options["initial_labels"],
                     gold=options["gold"], test=options["test"], seed=seed,
+                    uncertainty_threshold=options["uncertainty_threshold"],
                 )
                 by_seed.append(self._one_seed(url, config, strategies, quiet=options["quiet"]))
         plot_path = Path(options["plot"])
@@ -138,7 +146,7 @@ class Command(BaseCommand):
         results = []
         for strategy in strategies:
             slug = f"sim-{strategy}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
-            ops, app, annotator = simulation_clients(url, slug)
+            ops, app, annotator = simulation_clients(url, slug, seed=config.seed)
             bar = tqdm(total=config.rounds * 5 + 1, desc=f"{strategy} routing, seed {config.seed}", unit="step",
                        disable=quiet)
             runner = simulation.Simulation(strategy=strategy, slug=slug, config=config, ops=ops, app=app,
