@@ -75,6 +75,10 @@ class RetrainingPolicySerializer(serializers.Serializer):
                                              help_text="How far behind the champion a declared slice may fall.")
     min_slice_size = serializers.IntegerField(min_value=1, required=False,
                                               help_text="Evaluation rows a slice needs to be judged.")
+    feature_scaling = serializers.ChoiceField(
+        choices=["standard", "max_abs"], required=False,
+        help_text="How the built-in trainer scales numeric features: standard, or max_abs for features with a "
+                  "known range (pixels).")
     external_url = serializers.CharField(max_length=500, required=False, allow_blank=True,
                                          help_text="The external trainer's endpoint (trainer 'external').")
     external_secret = serializers.CharField(max_length=200, required=False, allow_blank=True, write_only=True,

@@ -52,26 +52,33 @@ def _design(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
     return np.concatenate(columns, axis=1) if len(columns) > 1 else columns[0]
 
 
+FEATURE_SCALINGS = ("standard", "max_abs")
+
+
 class SklearnTrainer:
-    """Logistic regression on standardized numeric features and one-hot categories, each
-    row weighted by its label's source (feedback counts less than an annotator)."""
+    """Logistic regression on scaled numeric features and one-hot categories, each row
+    weighted by its label's source (feedback counts less than an annotator)."""
 
     name = "sklearn"
+    feature_scaling = "standard"  # or "max_abs" (retraining.feature_scaling)
 
     def train(self, data: TrainingData, *, seed: int = 0) -> tuple[Model, Artifact]:
         from sklearn.compose import ColumnTransformer
         from sklearn.impute import SimpleImputer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+        from sklearn.preprocessing import MaxAbsScaler, OneHotEncoder, StandardScaler
 
+        if self.feature_scaling not in FEATURE_SCALINGS:
+            raise ValueError(f"feature_scaling is one of {', '.join(FEATURE_SCALINGS)}, not {self.feature_scaling!r}.")
+        scaler = StandardScaler() if self.feature_scaling == "standard" else MaxAbsScaler()
         n_numeric, n_categorical = data.numeric.shape[1], data.categorical.shape[1]
         if len(set(data.labels.tolist())) < 2:
             raise ValueError("Training needs at least two different labels.")
         parts = []
         if n_numeric:
             parts.append(("numeric", Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
-                                               ("scale", StandardScaler())]), list(range(n_numeric))))
+                                               ("scale", scaler)]), list(range(n_numeric))))
         if n_categorical:
             parts.append(("categorical", Pipeline([
                 ("impute", SimpleImputer(strategy="constant", fill_value="(missing)", missing_values=None)),

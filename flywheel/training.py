@@ -79,6 +79,10 @@ class RetrainingPolicy:
     # The dataset version whose test split is the frozen evaluation set; pinned by the first
     # run when unset.
     eval_dataset_version: int | None = None
+    # How the built-in trainer scales numeric features: "standard" (zero mean, unit variance)
+    # or "max_abs" (divided by the largest magnitude; keeps zeros zero, for features with a
+    # known range such as pixels, where standardizing near-constant ones amplifies noise).
+    feature_scaling: str = "standard"
     # An external trainer's endpoint and the secret its calls are signed with.
     external_url: str = ""
     external_secret: str = ""
@@ -91,11 +95,15 @@ class RetrainingPolicy:
         return asdict(self)
 
 
-def trainer_for(name: str):
+def trainer_for(name: str, *, policy: RetrainingPolicy | None = None):
     paths = settings.FLYWHEEL_TRAINERS
     if name not in paths:
         raise DomainError("unknown_trainer", f"No trainer '{name}'; configured: {', '.join(sorted(paths))}.")
-    return import_string(paths[name])()
+    trainer = import_string(paths[name])()
+    # A policy option reaches a trainer that declares it (the built-in one: feature_scaling).
+    if policy is not None and hasattr(trainer, "feature_scaling"):
+        trainer.feature_scaling = policy.feature_scaling
+    return trainer
 
 
 # --- Requesting runs ----------------------------------------------------------------------------
@@ -320,7 +328,7 @@ def _stage_train(run: TrainingRun, token: str) -> str:
                     set(labeling_selectors.gold_answers(project_id=project.pk)))
     if len(rows.labels) == 0:
         raise RuntimeError(f"dataset version {version.number} has no rows in its train split")
-    trainer = trainer_for(run.trainer)
+    trainer = trainer_for(run.trainer, policy=policy)
     _model, artifact = trainer.train(rows.training_data())
     uri = _artifact_store(project, artifact)
     candidate = _model_version_record(run, artifact_uri=uri, artifact=artifact, trainer=run.trainer)

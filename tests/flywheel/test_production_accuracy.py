@@ -46,7 +46,8 @@ def test_stats_estimate_production_accuracy_per_version_label_and_slice(app_clie
     assert v1["audit"]["predictions"] == v1["audit"]["labeled"] > 250
     population = np.mean([t == p for key, (t, p) in truth.items() if int(key[2:]) < 1000])
     estimate = v1["accuracy"]
-    audited_v1 = Task.objects.filter(prediction__model_version__name="v1").values_list("prediction__external_id", flat=True)
+    audited_v1 = Task.objects.filter(prediction__model_version__name="v1") \
+        .values_list("prediction__external_id", flat=True)
     observed = np.mean([truth[key][0] == truth[key][1] for key in audited_v1])
     assert abs(estimate["accuracy"] - observed) < 1e-9
     assert estimate["low"] <= population <= estimate["high"]

@@ -68,6 +68,32 @@ def test_a_run_builds_trains_judges_and_promotes_its_candidate(inline, db):
     assert Project.objects.get(pk=project.pk).retraining["eval_dataset_version"] == 1
 
 
+def test_the_policy_chooses_how_the_built_in_trainer_scales_features(inline, db):
+    from sklearn.preprocessing import MaxAbsScaler
+
+    from flywheel.trainers import load_model
+
+    project = digits_project(retraining={"feature_scaling": "max_abs"})
+    log_and_label(project, start=0, count=600)
+    run = _request(inline, project)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    candidate = run.model_version
+    model = load_model(get_storage().get(f"models/digits/{candidate.artifact_sha256}.pkl"),
+                       sha256=candidate.artifact_sha256)
+    scaler = model.estimator.named_steps["features"].named_transformers_["numeric"].named_steps["scale"]
+    assert isinstance(scaler, MaxAbsScaler) and run.metrics["candidate"]["accuracy"] > 0.85
+
+
+def test_an_unknown_feature_scaling_is_refused_by_name(db):
+    project = digits_project()
+    client = factories.api_client(factories.user_with_role(Role.OPS, project)[1])
+    response = client.patch("/api/v1/projects/digits/", {"retraining": {"feature_scaling": "log"}}, format="json")
+    assert response.status_code == 400
+    assert "feature_scaling" in str(response.json()["error"]["fields"])
+    assert "feature_scaling" not in Project.objects.get(pk=project.pk).retraining
+
+
 def test_a_worse_candidate_is_refused_with_its_reasons(inline, db):
     project = digits_project()
     log_and_label(project, start=0, count=900)
