@@ -370,9 +370,10 @@ def check(tally: Tally, ops_client: Client, settle_s: float) -> dict:
     incremental = profile_snapshot(project.pk)
     profiling.profiles_rebuild(project_id=project.pk)
     recount = profile_snapshot(project.pk)
-    per_hour = sum(count for (hour, source, name), (count, _) in incremental.items() if name == "label")
-    out["profiles"] = {"fields_hours": len(incremental), "predictions_counted": per_hour,
-                       "match_recount": incremental == recount and per_hour == len(stored)}
+    # Every prediction is counted once in its hour's profile of the predicted label.
+    counted = sum(count for (_hour, _source, name), (count, _bins) in incremental.items() if name == "label")
+    out["profiles"] = {"fields_hours": len(incremental), "predictions_counted": counted,
+                       "match_recount": incremental == recount and counted == len(stored)}
     return out
 
 

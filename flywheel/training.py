@@ -827,7 +827,7 @@ def training_watchdog(*, now: datetime | None = None, max_attempts: int = 6) -> 
             if TrainingRun.objects.filter(pk=run.pk, token="", stage=run.stage).update(updated_at=now):
                 _enqueue_stage(run.pk, run.stage)
                 requeued.append(run.pk)
-        log.warning("training.stage_resent", run=run.pk, stage=run.stage)
+                log.warning("training.stage_resent", run=run.pk, stage=run.stage)
     for run in stale:
         if run.attempts >= max_attempts:
             training_run_fail(run_id=run.pk, reason=f"{run.stage}: its worker died {run.attempts} times")
