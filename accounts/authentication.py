@@ -49,9 +49,14 @@ def token_user(key: str):
     return user
 
 
+def token_user_required(key: str):
+    """token_user, or the 401 every API request with a bad token gets."""
+    user = token_user(key)
+    if user is None:
+        raise AuthenticationFailed("Invalid or revoked token, or an inactive user.")
+    return user
+
+
 class FlywheelTokenAuthentication(TokenAuthentication):
     def authenticate_credentials(self, key):
-        user = token_user(key)
-        if user is None:
-            raise AuthenticationFailed("Invalid or revoked token, or an inactive user.")
-        return user, key
+        return token_user_required(key), key

@@ -2,6 +2,7 @@
 
 from rest_framework.permissions import BasePermission
 
+from accounts.roles import REFUSED
 from accounts.selectors import user_role
 
 
@@ -9,7 +10,7 @@ def role_in(roles: frozenset[str], *, safe_roles: frozenset[str] | None = None) 
     """Allow `roles`; when `safe_roles` is given, those may also use GET/HEAD/OPTIONS."""
 
     class RoleIn(BasePermission):
-        message = "Your role may not do this."
+        message = REFUSED
 
         def has_permission(self, request, view):
             role = user_role(request.user)

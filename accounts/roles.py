@@ -9,5 +9,7 @@ ANNOTATE = frozenset({Role.ANNOTATOR, Role.REVIEWER, Role.OPS, Role.ADMIN})
 REVIEW = frozenset({Role.REVIEWER, Role.OPS, Role.ADMIN})
 OBSERVE = frozenset({Role.OPS, Role.ADMIN})
 MANAGE = frozenset({Role.OPS, Role.ADMIN})
+# What a request whose role is not in the table's row is told (API views and gateways alike).
+REFUSED = "Your role may not do this."
 # Roles that can see a project's queue (listing tasks) without annotating it.
 READ_TASKS = frozenset({Role.ANNOTATOR, Role.REVIEWER, Role.OPS, Role.ADMIN})

@@ -9,8 +9,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import PermissionDenied
 
+from accounts.authentication import token_user_required
 from accounts.models import Account, AuditEvent, LoginFailure, Membership, Role
+from accounts.roles import REFUSED
 from common.errors import NotFound
 from common.ttlcache import TTLCache
 
@@ -62,6 +65,22 @@ def project_get_for_user(*, user, slug: str):
         raise NotFound("project_not_found", f"No project '{slug}' is visible to you.")
     project_cache.set((user.pk, is_admin, slug), copy.copy(project))
     return project
+
+
+def token_user_with_role(*, token: str, allowed_roles: frozenset[str]):
+    """The user of an API token whose role is allowed, checked as the API views check it, in
+    the same order and with the same errors. For the ASGI gateways, which answer some
+    routes without DRF."""
+    user = token_user_required(token)
+    if user_role(user) not in allowed_roles:
+        raise PermissionDenied(REFUSED)
+    return user
+
+
+def token_project_access(*, token: str, slug: str, allowed_roles: frozenset[str]):
+    """(user, project) for an API token acting on a project: token, role, then project."""
+    user = token_user_with_role(token=token, allowed_roles=allowed_roles)
+    return user, project_get_for_user(user=user, slug=slug)
 
 
 def user_is_member(*, user, project_id: int) -> bool:

@@ -1,4 +1,6 @@
-"""ASGI entry point (gunicorn with uvicorn workers): the ingestion gateway in front of Django."""
+"""ASGI entry point (gunicorn with uvicorn workers): the gateways for the hottest API
+routes (prediction ingestion; an annotator's claims and annotations) in front of
+Django, sharing one pool of database threads."""
 
 import os
 
@@ -7,6 +9,9 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = get_asgi_application()
 
-from flywheel.gateway import IngestGateway  # noqa: E402  (needs Django set up)
+from common.gateway import database_threads  # noqa: E402  (needs Django set up)
+from flywheel.gateway import IngestGateway  # noqa: E402
+from labeling.gateway import AnnotatorGateway  # noqa: E402
 
-application = IngestGateway(django_application)
+run_sync = database_threads()
+application = IngestGateway(AnnotatorGateway(django_application, run_sync=run_sync), run_sync=run_sync)

@@ -15,26 +15,18 @@ Django's request cycle around it most of the cost was the cycle, not the work. H
 """
 
 import asyncio
-import functools
 import re
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import orjson
 import structlog
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.db import close_old_connections
-from django.http.request import split_domain_port, validate_host
-from rest_framework.exceptions import AuthenticationFailed, ParseError, PermissionDenied
 
 from accounts import roles
-from accounts.authentication import token_user
-from accounts.selectors import project_get_for_user, user_role
+from accounts.selectors import token_project_access
 from accounts.signals import register_access_cache
 from common.errors import error_body, error_for
+from common.gateway import RunSync, database_threads, host_allowed, read_body, respond, respond_bad_host, token_request
 from common.json import loads_request
 from common.ttlcache import TTLCache
 from flywheel.apis import ingest_metrics_record, ingest_result_body
@@ -49,28 +41,6 @@ GROUP_MAX_REQUEST = 100
 GROUP_MAX_PREDICTIONS = 2_000
 # Bodies larger than this are parsed and validated off the event loop.
 LARGE_BODY_BYTES = 256 * 1024
-
-RunSync = Callable[..., Awaitable]
-
-
-def database_threads(threads: int = 4) -> RunSync:
-    """Run database work on dedicated threads, each managing its Django connection the way
-    a request would (a broken or expired one is replaced; a pooled one is given back)."""
-    executor = ThreadPoolExecutor(threads, thread_name_prefix="ingest-db")
-
-    def with_connection(fn, *args, **kwargs):
-        close_old_connections()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            close_old_connections()
-
-    async def run(fn, *args, **kwargs):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, functools.partial(with_connection, fn, *args, **kwargs))
-
-    return run
-
 
 @dataclass(eq=False)
 class _Waiting:
@@ -87,31 +57,19 @@ class IngestGateway:
         self._writers: dict[int, asyncio.Task] = {}
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST":
+        request = token_request(scope, ROUTE, json_body=True)
+        if request is None:
             return await self.app(scope, receive, send)
-        match = ROUTE.match(scope["path"])
-        headers = dict(scope["headers"])
-        authorization = headers.get(b"authorization", b"")
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if match is None or not authorization.startswith(b"Token ") or content_type != b"application/json":
-            return await self.app(scope, receive, send)
-        if not self._host_allowed(headers.get(b"host", b"")):
-            return await _respond(send, 400, error_body("bad_host", "The Host header is not allowed."))
-        status, body, extra = await self._handle(
-            receive, headers, match["slug"], authorization[6:].decode("latin-1").strip()
-        )
-        await _respond(send, status, body, extra)
-
-    @staticmethod
-    def _host_allowed(host: bytes) -> bool:
-        domain, _ = split_domain_port(host.decode("latin-1"))
-        allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
-        return bool(domain) and validate_host(domain, allowed)
+        match, headers, token = request
+        if not host_allowed(headers):
+            return await respond_bad_host(send)
+        status, body, extra = await self._handle(receive, headers, match["slug"], token)
+        await respond(send, status, body, extra)
 
     async def _handle(self, receive, headers, slug: str, token: str) -> tuple[int, dict, dict]:
         started = time.perf_counter()
         try:
-            raw = await _read_body(receive, headers)
+            raw = await read_body(receive, headers)
             user, project = await self._resolve(token, slug)
             if len(raw) > LARGE_BODY_BYTES:
                 loop = asyncio.get_running_loop()
@@ -132,7 +90,7 @@ class IngestGateway:
         """The user and project of a request, from the access cache or the database."""
         cached = self.access.get((token, slug))
         if cached is None:
-            cached = await self.run_sync(_resolve_sync, token, slug)
+            cached = await self.run_sync(token_project_access, token=token, slug=slug, allowed_roles=roles.INGEST)
             self.access.set((token, slug), cached)
         return cached
 
@@ -177,50 +135,8 @@ class IngestGateway:
                     waiting.future.set_exception(RuntimeError("The ingestion writer stopped."))
 
 
-def _resolve_sync(token: str, slug: str):
-    user = token_user(token)
-    if user is None:
-        raise AuthenticationFailed("Invalid or revoked token, or an inactive user.")
-    if user_role(user) not in roles.INGEST:
-        raise PermissionDenied("Your role may not do this.")
-    return user, project_get_for_user(user=user, slug=slug)
-
-
 def _parse(project, raw: bytes):
     data = loads_request(raw) if raw else {}
     serializer = PredictionsInputSerializer(project=project, data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
-
-
-async def _read_body(receive, headers) -> bytes:
-    limit = settings.FLYWHEEL_MAX_BODY_BYTES
-    declared = headers.get(b"content-length")
-    if declared is not None:
-        try:
-            declared_length = int(declared)
-        except ValueError:
-            raise ParseError("Content-Length is not a number.") from None
-        if declared_length > limit:
-            raise RequestDataTooBig(f"The request body is {declared_length} bytes; the limit is {limit}.")
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ParseError("The client went away before sending the whole body.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise RequestDataTooBig(f"The request body is larger than {limit} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _respond(send, status: int, body: dict, headers: dict | None = None) -> None:
-    content = orjson.dumps(body)
-    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode()),
-                   (b"x-content-type-options", b"nosniff")]
-    raw_headers += [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
-    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
-    await send({"type": "http.response.body", "body": content})

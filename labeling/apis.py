@@ -1,6 +1,8 @@
 """HTTP API of the annotation queue (API.md: Annotation queue). Thin: validate, call one
 service or selector, serialize."""
 
+from collections.abc import Callable
+
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
@@ -41,17 +43,36 @@ def _check_task_access(user, task_id: int) -> None:
         raise NotFound("task_not_found", f"No task {task_id}.")
 
 
+# The bodies of the two calls an annotator makes per task, shared with labeling.gateway,
+# which answers them for API tokens without Django's request cycle.
+
+
+def claim_answer(*, user, slug: str) -> dict | None:
+    """The claimed task as the API shows it; None when there is nothing to do (204)."""
+    project = project_get_for_user(user=user, slug=slug)
+    task = services.task_claim(project=project, user=user)
+    return None if task is None else {"task": TaskSerializer(task).data}
+
+
+def annotation_answer(*, user, task_id: int, read_data: Callable[[], object]) -> dict:
+    """The body is read only after the access check, as DRF reads it: a request for a task
+    the caller cannot see is a 404 whatever its body."""
+    _check_task_access(user, task_id)
+    valid = _valid(AnnotationInputSerializer, read_data())
+    outcome = services.annotation_submit(task_id=task_id, user=user, label=valid["label"],
+                                         lead_time_s=valid.get("lead_time_s"))
+    return {"task": {"id": outcome.task.pk, "status": outcome.task.status},
+            "resolved_label": LabelSerializer(outcome.label).data if outcome.label else None}
+
+
 class TaskNextApi(APIView):
     permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
 
     @extend_schema(request=None, responses={200: TaskEnvelope, 204: OpenApiResponse(description="Nothing to do.")},
                    summary="Claim the most important open task under a lease")
     def post(self, request, slug):
-        project = project_get_for_user(user=request.user, slug=slug)
-        task = services.task_claim(project=project, user=request.user)
-        if task is None:
-            return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response({"task": TaskSerializer(task).data})
+        answer = claim_answer(user=request.user, slug=slug)
+        return Response(status=status.HTTP_204_NO_CONTENT) if answer is None else Response(answer)
 
 
 MAX_TASK_OFFSET = 1_000_000_000
@@ -118,12 +139,7 @@ class AnnotationCreateApi(APIView):
                        409: OpenApiResponse(description="The caller no longer holds the lease.")},
                    summary="Label a task you hold")
     def post(self, request, task_id):
-        _check_task_access(request.user, task_id)
-        data = _valid(AnnotationInputSerializer, request.data)
-        outcome = services.annotation_submit(task_id=task_id, user=request.user, label=data["label"],
-                                             lead_time_s=data.get("lead_time_s"))
-        return Response({"task": {"id": outcome.task.pk, "status": outcome.task.status},
-                         "resolved_label": LabelSerializer(outcome.label).data if outcome.label else None},
+        return Response(annotation_answer(user=request.user, task_id=task_id, read_data=lambda: request.data),
                         status=status.HTTP_201_CREATED)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import psycopg
 import structlog
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -71,6 +72,18 @@ def tasks_demote_stale(*, project_id: int, champion_id: int, demotion: float) ->
             .update(priority=F("priority") - demotion))
 
 
+def tasks_cancel_resolved(*, prediction_ids: Sequence[int]) -> int:
+    """Cancel the open uncertainty-routed tasks of these predictions, whose labels are now
+    resolved without a person; returns how many. Tasks someone holds, has annotated or
+    reviews, and audit and feedback tasks, are left alone."""
+    if not prediction_ids:
+        return 0
+    return (Task.objects.filter(prediction_id__in=list(prediction_ids), status=TaskStatus.OPEN,
+                                reason=TaskReason.LOW_CONFIDENCE)
+            .exclude(leases__isnull=False).exclude(annotations__isnull=False)
+            .update(status=TaskStatus.CANCELED, updated_at=timezone.now()))
+
+
 # --- Claiming ---------------------------------------------------------------------------------
 
 
@@ -97,7 +110,8 @@ _CLAIM_FILTER = """
 """
 
 # PostgreSQL: SKIP LOCKED lets concurrent claimers pass over the rows others are claiming
-# instead of queueing behind them. The statement picks the task, inserts the lease and
+# instead of queueing behind them. The statement picks the task, inserts the lease, marks
+# a task that needs one annotation leased (one round trip fewer on the common path) and
 # returns what the claim needs to finish.
 _CLAIM_POSTGRES = f"""
 WITH candidate AS (
@@ -107,14 +121,19 @@ WITH candidate AS (
 ), lease AS (
     INSERT INTO labeling_lease (task_id, user_id, expires_at, created_at)
     SELECT id, %(user)s, %(expires)s, %(now)s FROM candidate
+), single AS (
+    UPDATE labeling_task SET status = 'leased', updated_at = %(now)s
+    WHERE id = (SELECT id FROM candidate WHERE annotations_required = 1)
 )
 SELECT id, annotations_required FROM candidate
 """
 
-# Elsewhere (SQLite): one conditional UPDATE picks and takes the task. It is the first
-# statement of the transaction, so it holds the database's write lock before it reads.
+# Elsewhere (SQLite): one conditional UPDATE picks and takes the task (leased, as above,
+# when it needs one annotation). It is the first statement of the transaction, so it holds
+# the database's write lock before it reads.
 _CLAIM_PORTABLE = f"""
-UPDATE labeling_task SET updated_at = %(now)s
+UPDATE labeling_task SET updated_at = %(now)s,
+    status = CASE WHEN annotations_required = 1 THEN 'leased' ELSE status END
 WHERE id = (SELECT t.id FROM labeling_task t WHERE {_CLAIM_FILTER} ORDER BY t.priority DESC, t.id LIMIT 1)
 RETURNING id, annotations_required
 """
@@ -134,18 +153,22 @@ WHERE id = %(task)s AND status IN ('open', 'leased')
 
 def _queue_claim(*, project, user, now) -> Task | None:
     params = {"project": project.pk, "user": user.pk, "now": now, "expires": _lease_ends(now)}
+    postgres = connection.vendor == "postgresql"
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_CLAIM_POSTGRES if connection.vendor == "postgresql" else _CLAIM_PORTABLE, params)
-        row = cursor.fetchone()
+        if postgres:
+            # Prepared on each pooled connection once: planning the statement cost PostgreSQL
+            # about as much as running it.
+            with psycopg.Cursor(connection.connection) as prepared:
+                row = prepared.execute(_CLAIM_POSTGRES, params, prepare=True).fetchone()
+        else:
+            cursor.execute(_CLAIM_PORTABLE, params)
+            row = cursor.fetchone()
         if row is None:
             return None
         task_id, required = row
-        if connection.vendor != "postgresql":
+        if not postgres:
             Lease.objects.create(task_id=task_id, user=user, expires_at=params["expires"])
-        if required == 1:
-            cursor.execute("UPDATE labeling_task SET status = 'leased', updated_at = %(now)s WHERE id = %(task)s",
-                           {"task": task_id, "now": now})
-        else:
+        if required > 1:
             cursor.execute(_CAPACITY_SQL, {"task": task_id, "now": now})
     task = Task.objects.select_related("prediction__model_version").get(pk=task_id)
     task.lease = Lease(task=task, user=user, expires_at=params["expires"])
@@ -220,6 +243,10 @@ def annotation_submit(*, task_id: int, user, label: str, lead_time_s: float | No
     resolve its label (or send it to review)."""
     now = now or timezone.now()
     task = _locked_task(task_id)
+    if task.status == TaskStatus.CANCELED:
+        # Taken off the queue while held (its label was settled meanwhile, e.g. by end-user
+        # feedback racing an overlap claim): the same answer as a lost lease, to move on.
+        raise Conflict("lease_lost", "This task was taken off the queue: its label was settled meanwhile.")
     if label not in task.project.labels:
         raise DomainError("invalid", f"'{label}' is not in the project's label set.",
                           fields={"label": ["Not in the project's label set."]})

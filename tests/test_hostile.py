@@ -455,9 +455,10 @@ def test_the_gateway_refuses_a_nul_naming_the_field_and_a_chunked_body_over_the_
     from django.core.asgi import get_asgi_application
 
     from flywheel.gateway import IngestGateway
-    from tests.flywheel.test_gateway import _in_test_thread, post
+    from tests.asgi import in_test_thread
+    from tests.flywheel.test_gateway import post
 
-    gateway = IngestGateway(get_asgi_application(), run_sync=_in_test_thread)
+    gateway = IngestGateway(get_asgi_application(), run_sync=in_test_thread)
     response = post(gateway, prediction(1, features={"color": "re\x00d"}), app_token)
     assert response.status_code == 400
     assert response.json()["error"]["fields"] == {"features.color": [NUL_REASON]}

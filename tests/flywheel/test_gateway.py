@@ -1,10 +1,7 @@
 """The ASGI ingestion gateway: same answers as the DRF view, group commit, fall-through."""
 
-import asyncio
-
 import httpx
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
 from django.core.asgi import get_asgi_application
 from django.db import OperationalError
 from django.test import override_settings
@@ -14,34 +11,15 @@ from flywheel.gateway import IngestGateway
 from flywheel.models import IngestBatch, Prediction, Project
 from labeling.models import Task
 from tests import factories
+from tests.asgi import in_test_thread, send_all
 from tests.factories import prediction
 
 URL = "/api/v1/projects/digits/predictions/"
 
 
-async def _in_test_thread(fn, *args, **kwargs):
-    # The database work runs on the test's own thread, inside its transaction.
-    return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
-
-
 @pytest.fixture
 def gateway(db):
-    return IngestGateway(get_asgi_application(), run_sync=_in_test_thread)
-
-
-def send_all(gateway, requests: list[tuple[str, str, dict | bytes, dict]]) -> list[httpx.Response]:
-    """Send (method, path, body, headers) requests at once through the ASGI app."""
-
-    async def go():
-        transport = httpx.ASGITransport(app=gateway)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-            async def one(method, path, body, headers):
-                content = body if isinstance(body, bytes) else httpx.Request("POST", "/", json=body).content
-                return await client.request(method, path, content=content,
-                                            headers={"Content-Type": "application/json", **headers})
-            return await asyncio.gather(*(one(*request) for request in requests))
-
-    return async_to_sync(go)()
+    return IngestGateway(get_asgi_application(), run_sync=in_test_thread)
 
 
 def post(gateway, body, token, path=URL, **headers):
@@ -107,7 +85,7 @@ def test_a_database_failure_fails_every_request_of_its_group_with_503(db, projec
     async def database_down(fn, *args, **kwargs):
         if fn.__name__ == "predictions_ingest":
             raise OperationalError("connection to server was lost")
-        return await _in_test_thread(fn, *args, **kwargs)
+        return await in_test_thread(fn, *args, **kwargs)
 
     gateway = IngestGateway(get_asgi_application(), run_sync=database_down)
     auth = {"Authorization": f"Token {app_token}"}
@@ -115,7 +93,7 @@ def test_a_database_failure_fails_every_request_of_its_group_with_503(db, projec
     assert {r.status_code for r in responses} == {503}
     assert all(r.headers["retry-after"] == "1" for r in responses)
     # The next request finds the writer ready again.
-    healthy = IngestGateway(get_asgi_application(), run_sync=_in_test_thread)
+    healthy = IngestGateway(get_asgi_application(), run_sync=in_test_thread)
     assert post(healthy, prediction(9), app_token).status_code == 201
 
 

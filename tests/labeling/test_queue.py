@@ -352,3 +352,13 @@ def test_claim_query_count_is_small(app_client, project):
     with CaptureQueriesContext(connection) as ctx:
         claim(client)
     assert len(ctx.captured_queries) <= 12
+
+
+def test_an_annotation_on_a_task_taken_off_the_queue_while_held_is_refused(app_client, project):
+    log(app_client, uncertain(1))
+    _, client = annotator(project)
+    task = claim(client)
+    Task.objects.filter(pk=task["id"]).update(status="canceled")
+    response = annotate(client, task["id"], "3")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "lease_lost"
+    assert not Annotation.objects.exists() and not Label.objects.exists()
