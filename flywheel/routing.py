@@ -37,6 +37,11 @@ class RoutingPolicy:
     # model go behind the ones it scores itself: what puzzled a retired model is often
     # settled by the labels that trained its successor.
     demote_stale: bool = True
+    # When end users' feedback resolves a prediction's label (as the feedback policy trusts
+    # it), its open uncertainty-routed task is canceled: a person would only label again
+    # what is already known. Audit tasks stay, or the audit sample would lose exactly the
+    # predictions end users found wrong and overstate accuracy.
+    skip_resolved: bool = True
 
     @classmethod
     def from_dict(cls, data: Mapping | None) -> "RoutingPolicy":

@@ -52,6 +52,9 @@ class RoutingPolicySerializer(serializers.Serializer):
     demote_stale = serializers.BooleanField(
         required=False, help_text="When a new champion serves, open uncertainty-routed tasks scored by an earlier "
                                   "model are served after the ones it routed.")
+    skip_resolved = serializers.BooleanField(
+        required=False, help_text="When end-user feedback resolves a prediction's label, its open uncertainty-routed "
+                                  "task is canceled (audit tasks stay).")
 
 
 class RetrainingPolicySerializer(serializers.Serializer):

@@ -428,7 +428,7 @@ def _feedback_act(*, project: Project, predictions: list[Prediction], result: Fe
     current = labeling_selectors.current_labels(ids)
     ruled_out = labeling_selectors.ruled_out_labels(ids)
     queued = labeling_selectors.predictions_in_queue(ids)
-    rule_out_pairs, tasks = [], []
+    rule_out_pairs, tasks, resolved = [], [], []
     for prediction in predictions:
         label = current.get(prediction.pk)
         decision = decide_feedback(
@@ -441,11 +441,14 @@ def _feedback_act(*, project: Project, predictions: list[Prediction], result: Fe
             labeling_services.label_resolve(project_id=project.pk, prediction_id=prediction.pk,
                                             label=decision.resolve, source="feedback")
             result.resolved += 1
+            resolved.append(prediction.pk)
         if decision.route is not None and prediction.pk not in queued:
             score = prediction.uncertainty_score(routing_policy.uncertainty)
             tasks.append(labeling_services.TaskSpec(prediction.pk, decision.route,
                                                     routing.task_priority(decision.route, score)))
             result.routed[decision.route] = result.routed.get(decision.route, 0) + 1
     labeling_services.labels_rule_out(pairs=rule_out_pairs)
+    if routing_policy.skip_resolved:
+        labeling_services.tasks_cancel_resolved(prediction_ids=resolved)
     labeling_services.tasks_create(project_id=project.pk, specs=tasks,
                                    annotations_required=routing_policy.annotations_per_task)

@@ -40,6 +40,11 @@ class SimulationConfig:
     # Uncertainty routing sends predictions whose margin score reaches this: chosen so that
     # about what annotators label in a round is routed, not a backlog that goes stale.
     uncertainty_threshold: float = 0.75
+    # Uncertainty routing's audit sample (what production accuracy is estimated from), as a
+    # share of the labeling capacity: 2% of 150 predictions is 3 of 20 labels a round. A
+    # fixed share of traffic would, at more traffic, spend the whole capacity on the audit.
+    audit_share: float = 0.15
+    skip_resolved: bool = True  # RoutingPolicy.skip_resolved, for both strategies
     seed: int = 0
 
     @property
@@ -107,14 +112,15 @@ def project_policy(strategy: str, config: SimulationConfig) -> dict:
     predictions (margin) with a small audit sample for accuracy estimates, or a random
     sample the size of what annotators label in a round."""
     if strategy == "uncertainty":
-        routing = {"uncertainty": "margin", "threshold": config.uncertainty_threshold, "audit_rate": 0.02,
+        routing = {"uncertainty": "margin", "threshold": config.uncertainty_threshold,
+                   "audit_rate": config.audit_share * config.labels_per_round / config.traffic,
                    "daily_budget": 1_000_000}
     else:
         routing = {"uncertainty": "margin", "threshold": 1.0, "audit_rate": config.labels_per_round / config.traffic,
                    "daily_budget": 0}
     return {
         "labels": LABELS, "features": [{"name": f, "type": "numeric"} for f in FEATURES],
-        "routing": {**routing, "annotations_per_task": 1},
+        "routing": {**routing, "annotations_per_task": 1, "skip_resolved": config.skip_resolved},
         "labeling": {"gold_rate": 0.0},
         "feedback": {"min_users": 1, "accept_runner_up": True, "queue_corrections": False},
         # A small evaluation set cannot tell small gains from noise: a candidate that is at

@@ -58,6 +58,31 @@ def test_a_correction_to_the_runner_up_is_trusted_alone(logged):
     assert body["resolved"] == 1 and current().label == "7" and not Task.objects.exists()
 
 
+@pytest.mark.parametrize("skip_resolved", [True, False])
+def test_feedback_that_resolves_a_label_takes_its_uncertainty_task_off_the_queue(app_client, project, skip_resolved):
+    project.routing = {**project.routing, "threshold": 0.3, "audit_rate": 0.0, "skip_resolved": skip_resolved}
+    project.save()
+    unsure = {"1": 0.5, "7": 0.4, "9": 0.1}
+    for i in (1, 2):
+        item = factories.prediction(i, label="1", confidence=None, probabilities=unsure)
+        item.pop("confidence")
+        assert app_client.post(PREDICTIONS, item, format="json").json()["results"][0]["routed"] is True
+    body = send(app_client, {"prediction_id": "p-1", "kind": "correct", "label": "7", "user": "u1"}).json()
+    assert body["resolved"] == 1 and current().label == "7"
+    statuses = dict(Task.objects.values_list("prediction__external_id", "status"))
+    assert statuses == {"p-1": "canceled" if skip_resolved else "open", "p-2": "open"}
+
+
+def test_feedback_that_resolves_a_label_leaves_its_audit_task_alone(app_client, project):
+    project.routing = {**project.routing, "threshold": 1.0, "audit_rate": 1.0}
+    project.save()
+    item = factories.prediction(1, label="1", confidence=None, probabilities=PROBABILITIES)
+    item.pop("confidence")
+    assert app_client.post(PREDICTIONS, item, format="json").json()["results"][0]["reason"] == "audit"
+    assert send(app_client, {"prediction_id": "p-1", "kind": "correct", "label": "7", "user": "u1"}).json()["resolved"]
+    assert Task.objects.get().status == "open"
+
+
 def test_an_untrusted_correction_goes_to_the_queue(logged):
     body = send(logged, {"prediction_id": "p-1", "kind": "correct", "label": "4", "user": "u1"}).json()
     assert body["routed"] == {"feedback_conflict": 1} and current() is None

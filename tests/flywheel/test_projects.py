@@ -41,7 +41,8 @@ def test_routing_defaults_fill_what_the_request_leaves_out(ops):
     _, client = ops
     body = client.post("/api/v1/projects/", {"slug": "p", "name": "P", "labels": ["a", "b"]}, format="json").json()
     assert body["routing"] == {"uncertainty": "least_confidence", "threshold": 0.3, "audit_rate": 0.02,
-                               "daily_budget": 1000, "annotations_per_task": 1, "demote_stale": True}
+                               "daily_budget": 1000, "annotations_per_task": 1, "demote_stale": True,
+                               "skip_resolved": True}
     assert body["features"] == []
 
 

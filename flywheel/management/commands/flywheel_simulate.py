@@ -88,6 +88,10 @@ class Command(BaseCommand):
         parser.add_argument("--uncertainty-threshold", type=float,
                             default=simulation.SimulationConfig.uncertainty_threshold,
                             help="Margin score from which uncertainty routing sends a prediction to the queue.")
+        parser.add_argument("--audit-share", type=float, default=simulation.SimulationConfig.audit_share,
+                            help="Uncertainty routing's audit sample, as a share of what annotators label per round.")
+        parser.add_argument("--keep-resolved", action="store_true",
+                            help="Keep uncertainty-routed tasks whose label end-user feedback resolved in the queue.")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--seeds", type=int, default=1,
                             help="Run this many seeds from --seed on and compare the strategies' mean curves.")
@@ -110,7 +114,8 @@ class Command(BaseCommand):
                     annotator_error=options["annotator_error"], feedback_share=options["feedback_share"],
                     shift_round=options["shift_round"], initial_labels=options["initial_labels"],
                     gold=options["gold"], test=options["test"], seed=seed,
-                    uncertainty_threshold=options["uncertainty_threshold"],
+                    uncertainty_threshold=options["uncertainty_threshold"], audit_share=options["audit_share"],
+                    skip_resolved=not options["keep_resolved"],
                 )
                 by_seed.append(self._one_seed(url, config, strategies, quiet=options["quiet"]))
         plot_path = Path(options["plot"])
