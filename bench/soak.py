@@ -28,7 +28,6 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import argparse  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
-import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -38,7 +37,7 @@ import uuid  # noqa: E402
 from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bench.common import PYTHON, ROOT, Gunicorn, bench_env, free_port, fresh_database, manage  # noqa: E402
+from bench.common import PYTHON, ROOT, Gunicorn, bench_env, fresh_database, manage  # noqa: E402
 from flywheel_client import Client, FlywheelError  # noqa: E402
 
 PROJECT = "soak"
@@ -49,37 +48,6 @@ BUCKET = "flywheel-soak"
 
 
 # --- The stack -------------------------------------------------------------------------------------
-
-
-class Redis:
-    """A redis-server of the soak's own, keeping nothing on disk: a restart comes back empty,
-    as a broker that lost its queued messages."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        import redis
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise SystemExit("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 class Celery:
@@ -101,6 +69,14 @@ class Celery:
         log = open(self.logdir / f"{self.kind}-{self.starts}.log", "wb")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen([celery, "-A", "config", *args, "--loglevel=INFO"], cwd=ROOT,
                                         env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def exited(self) -> str | None:
+        """None while the process runs; else why it stopped, from the end of its log."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        lines = (self.logdir / f"{self.kind}-{self.starts}.log").read_text(errors="replace").splitlines()
+        reasons = [line for line in lines if "CRITICAL" in line or "Error" in line]
+        return (reasons or lines or ["(no output)"])[-1][:300]
 
     def kill(self) -> None:
         """SIGKILL the whole group: tasks in flight get no chance to ack or clean up."""
@@ -384,6 +360,8 @@ def verdict(report: dict) -> list[str]:
         problems.append(f"predictions lost {p['lost']}, duplicated {p['duplicated']}")
     if t["missing"] or t["held_past_lease"]:
         problems.append(f"tasks missing {t['missing']}, held past their lease {t['held_past_lease']}")
+    if report["worker"]["exited"]:
+        problems.append(f"the Celery worker exited by itself: {report['worker']['exited']}")
     if report["dataset_versions_during_soak"]["by_status"].get("building"):
         problems.append("a dataset version is still building after recovery")
     if d["status"] != "ready" or d["missing"] or d["extra"]:
@@ -409,9 +387,10 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     workdir = Path(tempfile.mkdtemp(prefix="flywheel-soak-"))
 
+    from tests.redis_server import RedisServer
     from tests.s3 import S3Server
 
-    redis_server, s3 = Redis(), S3Server()
+    redis_server, s3 = RedisServer(), S3Server()
     redis_server.start()
     s3.start()
     s3.client().create_bucket(Bucket=BUCKET)
@@ -473,6 +452,9 @@ def main(argv=None) -> int:
                       "failed_requests": dict(tally.failures), "resent_batches": tally.resent_batches,
                       "faults_injected": len(faults), "faults": faults}
             report.update(check(tally, ops_client, settle_s=float(env["FLYWHEEL_LEASE_SECONDS"])))
+            # A worker that exited by itself (not the SIGKILL the soak injects, after which it
+            # is started again) leaves every later task undone.
+            report["worker"] = {"starts": worker.starts, "exited": worker.exited()}
     finally:
         stop.set()
         worker.stop()

@@ -17,3 +17,6 @@ from config.settings import *  # noqa: E402,F403
 
 # Fast password hashing: the tests log in many users.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The workers the tests start also know the tests' own tasks (tests/tasks.py).
+CELERY_IMPORTS = ["tests.tasks"]
