@@ -28,7 +28,11 @@ def test_the_demo_annotator_labels_a_digit_with_the_keyboard_and_ops_sees_the_ch
             page.wait_for_function("document.querySelector('#task-image').naturalWidth > 0")
             task = int(page.get_attribute("#stage", "data-task"))
             screenshot(page, "demo-label")
-            page.keyboard.press("4")
+            # The workspace shows the next task at once and saves the label behind it: wait
+            # for the save itself, or the browser may close before it is sent.
+            with page.expect_response(lambda r: r.url.endswith(f"/tasks/{task}/annotations/")) as saved:
+                page.keyboard.press("4")
+            assert saved.value.status == 201, saved.value.text()
             page.wait_for_function(f"document.querySelector('#stage').dataset.task !== '{task}'")
 
         with browser_page() as page:
