@@ -21,6 +21,7 @@ from flywheel_client import Client, FlywheelError
 FEATURES = [f"px{i}" for i in range(64)]
 LABELS = [str(i) for i in range(10)]
 STRATEGIES = ("uncertainty", "random")
+SHIFTS = ("noise", "class_mix")
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,13 @@ class SimulationConfig:
     labels_per_round: int = 20  # what the annotators manage per round
     annotator_error: float = 0.05  # share of annotations that are wrong
     feedback_share: float = 0.3  # share of wrong predictions end users correct
-    shift_round: int | None = None  # from this round on, traffic is noisier (default: midway)
+    shift_round: int | None = None  # from this round on, traffic is shifted (default: midway)
+    # What changes: "noise" (scanned worse: pixel noise added) or "class_mix" (what users
+    # write changes: a few digits become most of the traffic, pixels as they were).
+    shift: str = "noise"
     shift_noise: float = 2.0  # standard deviation of the pixel noise added (pixels are 0-16)
+    shift_classes: tuple[str, ...] = ("3", "5", "8")  # class_mix: the digits that take over...
+    shift_class_share: float = 0.6  # ...and their share of the traffic (at first 3 in 10)
     initial_labels: int = 60  # the small slice the first model learns from
     # Digits with known answers, the gate's evaluation set: half marked at the start, half
     # (as the shifted traffic looks) when the shift begins, as ops would once drift shows.
@@ -46,6 +52,10 @@ class SimulationConfig:
     audit_share: float = 0.15
     skip_resolved: bool = True  # RoutingPolicy.skip_resolved, for both strategies
     seed: int = 0
+
+    def __post_init__(self):
+        if self.shift not in SHIFTS:
+            raise ValueError(f"shift is one of {SHIFTS}")
 
     @property
     def shift_at(self) -> int:
@@ -105,6 +115,21 @@ class Digits:
 
     def shifted(self, indices: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
         return np.clip(self.x[indices] + rng.normal(0, noise, (len(indices), 64)), 0, 16).round(2)
+
+    def class_weights(self, config: SimulationConfig) -> dict[str, float]:
+        """Each digit's share of the traffic after a class-mix shift."""
+        taking_over = set(config.shift_classes)
+        rest = [c for c in LABELS if c not in taking_over]
+        return {c: config.shift_class_share / len(taking_over) if c in taking_over
+                else (1 - config.shift_class_share) / len(rest) for c in LABELS}
+
+    def mix_probabilities(self, indices: np.ndarray, config: SimulationConfig) -> np.ndarray:
+        """Sampling probabilities over `indices` that give the class-mix shift's shares."""
+        weights = self.class_weights(config)
+        labels = self.y[indices]
+        counts = {c: int(np.sum(labels == c)) for c in LABELS}
+        p = np.array([weights[c] / counts[c] for c in labels])
+        return p / p.sum()
 
 
 def project_policy(strategy: str, config: SimulationConfig) -> dict:
@@ -188,13 +213,17 @@ class Simulation:
     def round(self, number: int) -> RoundResult:
         config = self.config
         shifted = number >= config.shift_at
+        noisy = shifted and config.shift == "noise"
         if number == config.shift_at:
             later = self.digits.gold[len(self.digits.gold) // 2:]
             gold_rng = np.random.default_rng([config.seed, 3])
-            self._gold(later, self.digits.shifted(later, config.shift_noise, gold_rng), prefix="gold-shifted")
+            pixels = self.digits.shifted(later, config.shift_noise, gold_rng) if noisy else self.digits.x
+            self._gold(later, pixels, prefix="gold-shifted")
         traffic_rng = np.random.default_rng([config.seed, 2, number])
-        indices = traffic_rng.choice(self.digits.pool, config.traffic, replace=False)
-        pixels = self.digits.shifted(indices, config.shift_noise, traffic_rng) if shifted else self.digits.x[indices]
+        mix = (self.digits.mix_probabilities(self.digits.pool, config)
+               if shifted and config.shift == "class_mix" else None)
+        indices = traffic_rng.choice(self.digits.pool, config.traffic, replace=False, p=mix)
+        pixels = self.digits.shifted(indices, config.shift_noise, traffic_rng) if noisy else self.digits.x[indices]
         served = self.champion_name
         labels, confidence, probabilities = self._predict(pixels)
         ids = self._log(indices, pixels, version=served, hour=number, predicted=labels, confidence=confidence,
@@ -298,11 +327,17 @@ class Simulation:
         return np.array(labels), np.array(confidence), top
 
     def true_accuracy(self, shifted: bool) -> float:
-        test = self.digits.test
-        rng = np.random.default_rng(self.config.seed + 99)
-        pixels = self.digits.shifted(test, self.config.shift_noise, rng) if shifted else self.digits.x[test]
+        """The champion's accuracy on the held-out digits as traffic looks now: with the
+        noise shift's noise, or weighted by the class-mix shift's shares."""
+        config, test = self.config, self.digits.test
+        rng = np.random.default_rng(config.seed + 99)
+        noisy = shifted and config.shift == "noise"
+        pixels = self.digits.shifted(test, config.shift_noise, rng) if noisy else self.digits.x[test]
         labels, _ = self.champion.predict(pixels, np.empty((len(test), 0), dtype=object))
-        return float(np.mean(np.array(labels) == self.digits.y[test]))
+        right = np.array(labels) == self.digits.y[test]
+        if shifted and config.shift == "class_mix":
+            return float(np.sum(right * self.digits.mix_probabilities(test, config)))
+        return float(np.mean(right))
 
     def _estimate(self, version: str) -> dict:
         for entry in self.ops.stats(self.slug)["accuracy"]:
@@ -342,7 +377,8 @@ def mean_result(results: list[SimulationResult]) -> SimulationResult:
     return SimulationResult(strategy=results[0].strategy, project=f"mean of {len(results)} seeds", rounds=rounds)
 
 
-def plot(results: list[SimulationResult], path: str, *, title: str = "The flywheel on handwritten digits") -> None:
+def plot(results: list[SimulationResult], path: str, *, title: str = "The flywheel on handwritten digits",
+         shift: str = "noise") -> None:
     """Accuracy against labels spent, one line per strategy, with the production accuracy
     the service estimated from audit labels (and its 95% interval), the shift marked."""
     import matplotlib
@@ -363,11 +399,11 @@ def plot(results: list[SimulationResult], path: str, *, title: str = "The flywhe
             xs = np.add(xs, 2.5 if number else -2.5)
             axes.errorbar(xs, est, yerr=[np.subtract(est, lows), np.subtract(highs, est)], fmt="x", color=color,
                           alpha=0.4, capsize=2, label=f"{result.strategy} routing: estimated from audit labels")
-        shift = next((r.labels for r in result.rounds if r.shifted), None)
-        if shift is not None and number == 0:
-            axes.axvline(shift, color="grey", linestyle="--", linewidth=1)
-            axes.annotate("noise shift", (shift, 0.02), xycoords=("data", "axes fraction"), xytext=(4, 0),
-                          textcoords="offset points", color="grey", fontsize=8)
+        shift_at = next((r.labels for r in result.rounds if r.shifted), None)
+        if shift_at is not None and number == 0:
+            axes.axvline(shift_at, color="grey", linestyle="--", linewidth=1)
+            axes.annotate(f"{shift.replace('_', '-')} shift", (shift_at, 0.02), xycoords=("data", "axes fraction"),
+                          xytext=(4, 0), textcoords="offset points", color="grey", fontsize=8)
     axes.set_xlabel("labels spent (annotations)")
     axes.set_ylabel("accuracy of the champion")
     axes.set_title(title)

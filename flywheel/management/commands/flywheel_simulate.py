@@ -81,7 +81,9 @@ class Command(BaseCommand):
         parser.add_argument("--annotator-error", type=float, default=0.05)
         parser.add_argument("--feedback-share", type=float, default=0.3,
                             help="Share of wrong predictions end users correct.")
-        parser.add_argument("--shift-round", type=int, default=None, help="First round of noisier traffic.")
+        parser.add_argument("--shift-round", type=int, default=None, help="First round of shifted traffic.")
+        parser.add_argument("--shift", choices=simulation.SHIFTS, default="noise",
+                            help="What the shift changes: pixel noise, or the mix of digits users write.")
         parser.add_argument("--initial-labels", type=int, default=60, help="The slice the first model learns from.")
         parser.add_argument("--gold", type=int, default=400, help="Digits with known answers the gate judges on.")
         parser.add_argument("--test", type=int, default=300, help="Held-out digits that measure true accuracy.")
@@ -112,7 +114,8 @@ class Command(BaseCommand):
                 config = simulation.SimulationConfig(
                     rounds=options["rounds"], traffic=options["traffic"], labels_per_round=options["labels_per_round"],
                     annotator_error=options["annotator_error"], feedback_share=options["feedback_share"],
-                    shift_round=options["shift_round"], initial_labels=options["initial_labels"],
+                    shift_round=options["shift_round"], shift=options["shift"],
+                    initial_labels=options["initial_labels"],
                     gold=options["gold"], test=options["test"], seed=seed,
                     uncertainty_threshold=options["uncertainty_threshold"], audit_share=options["audit_share"],
                     skip_resolved=not options["keep_resolved"],
@@ -126,11 +129,11 @@ class Command(BaseCommand):
         out = self.stdout.write
         if len(by_seed) == 1:
             shown = by_seed[0]
-            simulation.plot(shown, str(plot_path))
+            simulation.plot(shown, str(plot_path), shift=config.shift)
         else:
             shown = [simulation.mean_result([results[i] for results in by_seed]) for i in range(len(strategies))]
             simulation.plot(shown, str(plot_path), title=f"The flywheel on handwritten digits: mean of {len(seeds)} "
-                                                          f"seeds")
+                                                          f"seeds", shift=config.shift)
             summary["mean"] = [r.as_dict() for r in shown]
         if len(strategies) == 2:
             per_seed = [simulation.compare(*results) for results in by_seed]

@@ -1,0 +1,39 @@
+"""The simulation's class-mix shift: traffic and true accuracy follow the new mix."""
+
+import numpy as np
+import pytest
+
+from flywheel.simulation import Digits, Simulation, SimulationConfig
+
+MIX = SimulationConfig(shift="class_mix", shift_classes=("3", "5", "8"), shift_class_share=0.6, seed=4)
+
+
+def test_the_class_mix_gives_the_digits_that_take_over_their_share_of_the_traffic():
+    digits = Digits(MIX)
+    weights = digits.class_weights(MIX)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    assert weights["3"] == pytest.approx(0.2) and weights["0"] == pytest.approx(0.4 / 7)
+    p = digits.mix_probabilities(digits.pool, MIX)
+    drawn = np.random.default_rng(0).choice(digits.pool, 20_000, p=p)
+    share = np.isin(digits.y[drawn], ["3", "5", "8"]).mean()
+    assert share == pytest.approx(0.6, abs=0.015)
+
+
+class _KnowsOnlyThrees:
+    """A champion right on every 3 and wrong on every other digit."""
+
+    def predict(self, numeric, categorical):
+        return ["3"] * len(numeric), np.ones(len(numeric))
+
+
+def test_true_accuracy_after_a_class_mix_shift_weighs_each_digit_by_its_new_share():
+    simulation = Simulation(strategy="random", slug="s", config=MIX, ops=None, app=None, annotator=None)
+    simulation.champion = _KnowsOnlyThrees()
+    threes = np.mean(simulation.digits.y[simulation.digits.test] == "3")
+    assert simulation.true_accuracy(shifted=False) == pytest.approx(threes)
+    assert simulation.true_accuracy(shifted=True) == pytest.approx(0.2)
+
+
+def test_an_unknown_shift_is_refused():
+    with pytest.raises(ValueError, match="shift"):
+        SimulationConfig(shift="seasons")
