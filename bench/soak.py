@@ -56,6 +56,7 @@ class Celery:
     def __init__(self, kind: str, env: dict, logdir: Path):
         self.kind, self.env, self.logdir = kind, env, logdir
         self.process = None
+        self.log_path: Path | None = None
         self.starts = 0
 
     def start(self) -> None:
@@ -66,7 +67,8 @@ class Celery:
         else:
             args = ["worker", "-Q", self.env["CELERY_TASK_DEFAULT_QUEUE"], "--concurrency=2", "--pool=prefork",
                     "--without-gossip", "--without-mingle", "-n", f"soak-{uuid.uuid4().hex[:4]}@%h"]
-        log = open(self.logdir / f"{self.kind}-{self.starts}.log", "wb")  # noqa: SIM115 - the child owns it
+        self.log_path = self.logdir / f"{self.kind}-{self.starts}.log"
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen([celery, "-A", "config", *args, "--loglevel=INFO"], cwd=ROOT,
                                         env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -74,7 +76,7 @@ class Celery:
         """None while the process runs; else why it stopped, from the end of its log."""
         if self.process is None or self.process.poll() is None:
             return None
-        lines = (self.logdir / f"{self.kind}-{self.starts}.log").read_text(errors="replace").splitlines()
+        lines = self.log_path.read_text(errors="replace").splitlines()
         reasons = [line for line in lines if "CRITICAL" in line or "Error" in line]
         return (reasons or lines or ["(no output)"])[-1][:300]
 
