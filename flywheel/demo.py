@@ -96,13 +96,13 @@ def demo_setup(*, initial: int = 150, gold: int = 120, traffic: int = 600, seed:
     with transaction.atomic():
         project = Project.objects.filter(slug=DEMO_SLUG).first() or project_create(
             slug=DEMO_SLUG, name="Handwritten digits", labels=LABELS,
-            features=[{"name": name, "type": "numeric"} for name in FEATURES],
+            features=[{"name": name, "type": "numeric", "min": 0.0, "max": 16.0} for name in FEATURES],
             # The labeled slice the first model learns from is not routed; the demo's routing
             # takes over for production traffic (below).
             routing_policy={"uncertainty": "margin", "threshold": 1.0, "audit_rate": 0.0, "daily_budget": 0},
             labeling={"gold_rate": 0.05, "min_agreement": 0.6},
             retraining={"min_new_labels": 100, "on_drift": True, "schedule": "daily", "min_improvement": 0.0,
-                        "require_significance": False, "primary_metric": "accuracy"},
+                        "require_significance": False, "primary_metric": "accuracy", "feature_scaling": "range"},
         )
         passwords = _passwords()
         credentials = []

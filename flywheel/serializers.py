@@ -1,5 +1,7 @@
 """Input and output shapes of the flywheel API (API.md: Projects, Predictions)."""
 
+import math
+
 from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
@@ -28,6 +30,11 @@ class FeatureSerializer(serializers.Serializer):
     name = serializers.RegexField(FEATURE_NAME_RE, max_length=64,
                                   error_messages={"invalid": "1 to 64 letters, digits, '_', '.' or '-'."})
     type = serializers.ChoiceField(choices=FeatureType.choices)
+    # The range a numeric feature's values are known to lie in (pixels: 0 to 16). The built-in
+    # trainer scales by it (retraining.feature_scaling "range"); values outside it are still
+    # accepted: a reading past the range is information for drift checks, not bad input.
+    min = serializers.FloatField(required=False, help_text="Lowest value a numeric feature is known to take.")
+    max = serializers.FloatField(required=False, help_text="Highest value a numeric feature is known to take.")
 
     def validate(self, attrs):
         # A PATCH makes every nested field optional (DRF's `partial` reaches down), but a
@@ -35,6 +42,17 @@ class FeatureSerializer(serializers.Serializer):
         missing = {name: ["This field is required."] for name in ("name", "type") if name not in attrs}
         if missing:
             raise serializers.ValidationError(missing)
+        bounds = [name for name in ("min", "max") if name in attrs]
+        if bounds and attrs["type"] != FeatureType.NUMERIC:
+            raise serializers.ValidationError({bounds[0]: ["Only a numeric feature has a range."]})
+        if len(bounds) == 1:
+            other = "max" if bounds == ["min"] else "min"
+            raise serializers.ValidationError({other: [f"A range needs both min and max; {bounds[0]} alone is given."]})
+        for name in bounds:
+            if not math.isfinite(attrs[name]):
+                raise serializers.ValidationError({name: ["Must be a finite number."]})
+        if bounds and attrs["min"] >= attrs["max"]:
+            raise serializers.ValidationError({"max": [f"Must be greater than min ({attrs['min']:g})."]})
         return attrs
 
 
@@ -79,9 +97,10 @@ class RetrainingPolicySerializer(serializers.Serializer):
     min_slice_size = serializers.IntegerField(min_value=1, required=False,
                                               help_text="Evaluation rows a slice needs to be judged.")
     feature_scaling = serializers.ChoiceField(
-        choices=["standard", "max_abs"], required=False,
-        help_text="How the built-in trainer scales numeric features: standard, or max_abs for features with a "
-                  "known range (pixels).")
+        choices=["standard", "max_abs", "range"], required=False,
+        help_text="How the built-in trainer scales numeric features: standard; max_abs (by the largest value "
+                  "in the training rows); or range (by each feature's declared min and max, max_abs where none "
+                  "is declared).")
     external_url = serializers.CharField(max_length=500, required=False, allow_blank=True,
                                          help_text="The external trainer's endpoint (trainer 'external').")
     external_secret = serializers.CharField(max_length=200, required=False, allow_blank=True, write_only=True,

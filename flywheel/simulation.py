@@ -144,16 +144,18 @@ def project_policy(strategy: str, config: SimulationConfig) -> dict:
         routing = {"uncertainty": "margin", "threshold": 1.0, "audit_rate": config.labels_per_round / config.traffic,
                    "daily_budget": 0}
     return {
-        "labels": LABELS, "features": [{"name": f, "type": "numeric"} for f in FEATURES],
+        "labels": LABELS, "features": [{"name": f, "type": "numeric", "min": 0.0, "max": 16.0} for f in FEATURES],
         "routing": {**routing, "annotations_per_task": 1, "skip_resolved": config.skip_resolved},
         "labeling": {"gold_rate": 0.0},
         "feedback": {"min_users": 1, "accept_runner_up": True, "queue_corrections": False},
         # A small evaluation set cannot tell small gains from noise: a candidate that is at
         # least as good as the champion replaces it, so the model keeps up with new labels.
-        # Pixels have a known range: scaled by their largest value, not standardized (a border
-        # pixel that is almost always 0 would otherwise turn the shift's noise into large values).
+        # Pixels have a known range, 0 to 16, and are scaled by it: not standardized (a border
+        # pixel that is almost always 0 would turn the shift's noise into large values), nor by
+        # the largest value among the labeled rows (which the noisy digits uncertainty routing
+        # picks would set).
         "retraining": {"min_new_labels": 0, "on_drift": False, "schedule": "none", "primary_metric": "accuracy",
-                       "min_improvement": 0.0, "require_significance": False, "feature_scaling": "max_abs"},
+                       "min_improvement": 0.0, "require_significance": False, "feature_scaling": "range"},
         # Checks judge one simulated hour against the champion's training data.
         "drift": {"fdr": 0.05},
     }

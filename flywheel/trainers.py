@@ -17,6 +17,8 @@ class TrainingData:
     categorical: np.ndarray  # rows x categorical features (object), None where missing
     labels: np.ndarray  # the resolved labels (str)
     weights: np.ndarray  # how much each row counts, by the label's source
+    # Per numeric feature, the (min, max) the project declares for it, or None.
+    numeric_ranges: list[tuple[float, float] | None] | None = None
 
 
 @dataclass
@@ -52,7 +54,7 @@ def _design(numeric: np.ndarray, categorical: np.ndarray) -> np.ndarray:
     return np.concatenate(columns, axis=1) if len(columns) > 1 else columns[0]
 
 
-FEATURE_SCALINGS = ("standard", "max_abs")
+FEATURE_SCALINGS = ("standard", "max_abs", "range")
 
 
 class SklearnTrainer:
@@ -60,7 +62,7 @@ class SklearnTrainer:
     weighted by its label's source (feedback counts less than an annotator)."""
 
     name = "sklearn"
-    feature_scaling = "standard"  # or "max_abs" (retraining.feature_scaling)
+    feature_scaling = "standard"  # or "max_abs" or "range" (retraining.feature_scaling)
 
     def train(self, data: TrainingData, *, seed: int = 0) -> tuple[Model, Artifact]:
         from sklearn.compose import ColumnTransformer
@@ -71,7 +73,12 @@ class SklearnTrainer:
 
         if self.feature_scaling not in FEATURE_SCALINGS:
             raise ValueError(f"feature_scaling is one of {', '.join(FEATURE_SCALINGS)}, not {self.feature_scaling!r}.")
-        scaler = StandardScaler() if self.feature_scaling == "standard" else MaxAbsScaler()
+        if self.feature_scaling == "range":
+            from flywheel.scaling import RangeScaler
+
+            scaler = RangeScaler(data.numeric_ranges)
+        else:
+            scaler = StandardScaler() if self.feature_scaling == "standard" else MaxAbsScaler()
         n_numeric, n_categorical = data.numeric.shape[1], data.categorical.shape[1]
         if len(set(data.labels.tolist())) < 2:
             raise ValueError("Training needs at least two different labels.")

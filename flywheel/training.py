@@ -79,9 +79,11 @@ class RetrainingPolicy:
     # The dataset version whose test split is the frozen evaluation set; pinned by the first
     # run when unset.
     eval_dataset_version: int | None = None
-    # How the built-in trainer scales numeric features: "standard" (zero mean, unit variance)
-    # or "max_abs" (divided by the largest magnitude; keeps zeros zero, for features with a
-    # known range such as pixels, where standardizing near-constant ones amplifies noise).
+    # How the built-in trainer scales numeric features: "standard" (zero mean, unit variance),
+    # "max_abs" (divided by the largest magnitude in the training rows; keeps zeros zero,
+    # where standardizing near-constant pixels amplifies noise) or "range" (from each
+    # feature's declared min and max, max_abs where none is declared: the same scale whatever
+    # rows routing happened to label).
     feature_scaling: str = "standard"
     # An external trainer's endpoint and the secret its calls are signed with.
     external_url: str = ""
@@ -329,7 +331,7 @@ def _stage_train(run: TrainingRun, token: str) -> str:
     if len(rows.labels) == 0:
         raise RuntimeError(f"dataset version {version.number} has no rows in its train split")
     trainer = trainer_for(run.trainer, policy=policy)
-    _model, artifact = trainer.train(rows.training_data())
+    _model, artifact = trainer.train(rows.training_data(numeric_ranges=_numeric_ranges(project)))
     uri = _artifact_store(project, artifact)
     candidate = _model_version_record(run, artifact_uri=uri, artifact=artifact, trainer=run.trainer)
     stage_finish(run_id=run.pk, token=token, next_stage=TrainingStage.EVALUATE, model_version=candidate,
@@ -421,9 +423,9 @@ class Rows:
     weights: np.ndarray
     prediction_ids: np.ndarray  # the predictions' row ids (primary keys)
 
-    def training_data(self) -> TrainingData:
+    def training_data(self, *, numeric_ranges=None) -> TrainingData:
         return TrainingData(numeric=self.numeric, categorical=self.categorical, labels=self.labels,
-                            weights=self.weights)
+                            weights=self.weights, numeric_ranges=numeric_ranges)
 
 
 def _without(rows: Rows, prediction_ids: set[int]) -> Rows:
@@ -438,6 +440,11 @@ def _feature_names(project: Project) -> tuple[list[str], list[str]]:
     numeric = [f["name"] for f in project.features if f["type"] == "numeric"]
     categorical = [f["name"] for f in project.features if f["type"] == "categorical"]
     return numeric, categorical
+
+
+def _numeric_ranges(project: Project) -> list[tuple[float, float] | None]:
+    """The declared (min, max) of each numeric feature, in the order of the rows' columns."""
+    return [(f["min"], f["max"]) if "min" in f else None for f in project.features if f["type"] == "numeric"]
 
 
 def _rows(version: DatasetVersion, *, split: str | tuple[str, ...] | None) -> Rows:

@@ -86,3 +86,40 @@ def test_the_trainer_handles_categorical_features_and_missing_values():
     assert predicted[0] in {"x", "y"}
     with pytest.raises(ValueError, match="two different labels"):
         SklearnTrainer().train(TrainingData(numeric[:2], categorical[:2], np.array(["x", "x"]), np.ones(2)))
+
+
+def test_range_scaling_takes_declared_ranges_and_max_abs_for_the_rest():
+    from flywheel.scaling import RangeScaler
+
+    rng = np.random.default_rng(0)
+    numeric = np.column_stack([rng.uniform(0, 4, 60), rng.uniform(-8, 8, 60), rng.uniform(2, 6, 60)])
+    labels = np.where(numeric[:, 0] > 2, "high", "low")
+    trainer = SklearnTrainer()
+    trainer.feature_scaling = "range"
+    data = TrainingData(numeric, np.empty((60, 0), dtype=object), labels, np.ones(60),
+                        numeric_ranges=[(0.0, 16.0), None, (2.0, 10.0)])
+    model, artifact = trainer.train(data)
+    scaler = model.estimator.named_steps["features"].named_transformers_["numeric"].named_steps["scale"]
+    assert isinstance(scaler, RangeScaler)
+    # Declared: by the range, however far the rows reach into it. Undeclared: by the rows.
+    assert scaler.offset_.tolist() == [0.0, 0.0, 2.0]
+    assert scaler.scale_[0] == 16.0 and scaler.scale_[2] == 8.0
+    assert scaler.scale_[1] == pytest.approx(np.abs(numeric[:, 1]).max())
+    assert scaler.transform([[16.0, 0.0, 10.0]]).tolist() == [[1.0, 0.0, 1.0]]
+    loaded = load_model(artifact.content, sha256=artifact.sha256)
+    assert loaded.predict(numeric[:5], np.empty((5, 0), dtype=object))[0] == model.predict(
+        numeric[:5], np.empty((5, 0), dtype=object))[0]
+
+
+def test_a_declared_range_keeps_the_scale_whatever_rows_were_labeled():
+    from flywheel.scaling import RangeScaler
+
+    clean = np.zeros((20, 2))
+    clean[:, 1] = np.linspace(0, 1, 20)
+    odd = np.vstack([clean, [[6.0, 1.0]]])  # one noisy digit lights a border pixel
+    declared = [(0.0, 16.0), (0.0, 16.0)]
+    assert RangeScaler(declared).fit(clean).scale_.tolist() == RangeScaler(declared).fit(odd).scale_.tolist()
+    # Learned from the rows, the border pixel's scale is whatever the odd row made it.
+    assert RangeScaler().fit(clean).scale_[0] == 1.0 and RangeScaler().fit(odd).scale_[0] == 6.0
+    with pytest.raises(ValueError, match="2 ranges for 3 numeric features"):
+        RangeScaler(declared).fit(np.zeros((4, 3)))

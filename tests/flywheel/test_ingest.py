@@ -145,6 +145,15 @@ def test_feature_schema_is_inferred_from_the_first_predictions(app_client, db):
     assert unknown.status_code == 400 and "features.weight" in unknown.json()["error"]["fields"]
 
 
+def test_a_value_outside_a_declared_range_is_stored_as_sent(app_client, project):
+    # The range is what training scales by; a reading past it is the drift checks' business.
+    project.features = [{"name": "f0", "type": "numeric", "min": 0.0, "max": 1.0}, *project.features[1:]]
+    project.save(update_fields=["features"])
+    response = post(app_client, prediction(1, features={"f0": 7.5, "f1": -3.0, "color": "red"}))
+    assert response.status_code == 201, response.json()
+    assert Prediction.objects.get(external_id="p-1").features["f0"] == 7.5
+
+
 def test_inline_image_and_text_inputs_are_stored(app_client, project):
     image = png_base64()
     response = post(app_client, prediction(1, input={"text": "hello", "image": image}))

@@ -60,6 +60,13 @@ def test_routing_defaults_fill_what_the_request_leaves_out(ops):
         ({"routing": {"uncertainty": "vibes"}}, "routing.uncertainty"),
         ({"routing": {"annotations_per_task": 0}}, "routing.annotations_per_task"),
         ({"retraining": {"schedule": "sometimes"}}, "retraining.schedule"),
+        ({"features": [{"name": "x", "type": "numeric", "min": 16, "max": 0}]}, "features[0].max"),
+        ({"features": [{"name": "x", "type": "numeric", "min": 3, "max": 3}]}, "features[0].max"),
+        ({"features": [{"name": "x", "type": "numeric", "min": 0}]}, "features[0].max"),
+        ({"features": [{"name": "x", "type": "numeric", "max": 16}]}, "features[0].min"),
+        ({"features": [{"name": "x", "type": "numeric", "min": "low", "max": 16}]}, "features[0].min"),
+        ({"features": [{"name": "x", "type": "numeric", "min": 0, "max": "1e400"}]}, "features[0].max"),
+        ({"features": [{"name": "c", "type": "categorical", "min": 0, "max": 1}]}, "features[0].min"),
         ({"name": None}, "name"),
     ],
 )
@@ -91,6 +98,25 @@ def test_patch_merges_policies_and_only_grows_labels_and_features(ops):
     retyped = client.patch(url, {"features": [{"name": "f0", "type": "categorical"}]}, format="json")
     assert retyped.status_code == 400 and "features" in retyped.json()["error"]["fields"]
     assert Project.objects.get(slug="digits").labels == ["0", "1", "2", "3"]
+
+
+def test_a_numeric_feature_declares_its_range_and_may_gain_one_later(ops):
+    _, client = ops
+    body = {**BODY, "features": [{"name": "px0", "type": "numeric", "min": 0, "max": 16},
+                                 {"name": "f1", "type": "numeric"}, {"name": "color", "type": "categorical"}]}
+    created = client.post("/api/v1/projects/", body, format="json").json()
+    # A feature without a range reads as before: no min or max keys.
+    assert created["features"] == [{"name": "px0", "type": "numeric", "min": 0.0, "max": 16.0},
+                                   {"name": "f1", "type": "numeric"}, {"name": "color", "type": "categorical"}]
+    ranged = [*created["features"][:1], {"name": "f1", "type": "numeric", "min": -1, "max": 1},
+              created["features"][2]]
+    updated = client.patch("/api/v1/projects/digits/", {"features": ranged}, format="json")
+    assert updated.status_code == 200, updated.json()
+    assert Project.objects.get(slug="digits").features[1] == {"name": "f1", "type": "numeric", "min": -1.0, "max": 1.0}
+    refused = client.patch("/api/v1/projects/digits/", {"features": [
+        *ranged[:1], {"name": "f1", "type": "numeric", "min": 2, "max": 1}, ranged[2]]}, format="json")
+    assert refused.status_code == 400 and "features[1].max" in refused.json()["error"]["fields"]
+    assert Project.objects.get(slug="digits").features[1]["min"] == -1.0
 
 
 def test_a_project_you_are_not_member_of_is_invisible(ops, db):
