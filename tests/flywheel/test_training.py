@@ -68,12 +68,10 @@ def test_a_run_builds_trains_judges_and_promotes_its_candidate(inline, db):
     assert Project.objects.get(pk=project.pk).retraining["eval_dataset_version"] == 1
 
 
-def test_the_policy_chooses_how_the_built_in_trainer_scales_features(inline, db):
-    from sklearn.preprocessing import MaxAbsScaler
-
+def _trained_scaler(inline, project):
+    """A run on 600 labeled digits, and the numeric scaler inside the model it trained."""
     from flywheel.trainers import load_model
 
-    project = digits_project(retraining={"feature_scaling": "max_abs"})
     log_and_label(project, start=0, count=600)
     run = _request(inline, project)
     run.refresh_from_db()
@@ -81,26 +79,25 @@ def test_the_policy_chooses_how_the_built_in_trainer_scales_features(inline, db)
     candidate = run.model_version
     model = load_model(get_storage().get(f"models/digits/{candidate.artifact_sha256}.pkl"),
                        sha256=candidate.artifact_sha256)
-    scaler = model.estimator.named_steps["features"].named_transformers_["numeric"].named_steps["scale"]
+    return run, model.estimator.named_steps["features"].named_transformers_["numeric"].named_steps["scale"]
+
+
+def test_the_policy_chooses_how_the_built_in_trainer_scales_features(inline, db):
+    from sklearn.preprocessing import MaxAbsScaler
+
+    project = digits_project(retraining={"feature_scaling": "max_abs"})
+    run, scaler = _trained_scaler(inline, project)
     assert isinstance(scaler, MaxAbsScaler) and run.metrics["candidate"]["accuracy"] > 0.85
 
 
 def test_range_scaling_uses_the_ranges_the_project_declares(inline, db):
     from flywheel.scaling import RangeScaler
-    from flywheel.trainers import load_model
 
     project = digits_project(retraining={"feature_scaling": "range"})
     # Pixels run from 0 to 16; the first four are declared, the rest left to max-abs.
     project.features = [{**f, "min": 0.0, "max": 16.0} if i < 4 else f for i, f in enumerate(project.features)]
     project.save(update_fields=["features"])
-    log_and_label(project, start=0, count=600)
-    run = _request(inline, project)
-    run.refresh_from_db()
-    assert run.status == "succeeded", run.error
-    candidate = run.model_version
-    model = load_model(get_storage().get(f"models/digits/{candidate.artifact_sha256}.pkl"),
-                       sha256=candidate.artifact_sha256)
-    scaler = model.estimator.named_steps["features"].named_transformers_["numeric"].named_steps["scale"]
+    run, scaler = _trained_scaler(inline, project)
     # Pixel 0 is blank in every digit: scaled from the rows, its scale would be 1.
     assert isinstance(scaler, RangeScaler) and scaler.scale_[:4].tolist() == [16.0] * 4
     assert scaler.ranges[4] is None and run.metrics["candidate"]["accuracy"] > 0.85
