@@ -14,13 +14,16 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
+import structlog
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import close_old_connections
 from django.http.request import split_domain_port, validate_host
 from rest_framework.exceptions import ParseError
 
-from common.errors import error_body
+from common.errors import error_body, error_for
+
+log = structlog.get_logger(__name__)
 
 RunSync = Callable[..., Awaitable]
 
@@ -98,6 +101,16 @@ async def read_body(receive, headers) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+def error_answer(exc: Exception, **context) -> tuple[int, dict, dict | None]:
+    """Status, body and headers for a failed call: the API's answer for an error it knows,
+    else a 500 whose cause is logged (called from the `except` block, for the traceback)."""
+    error = error_for(exc)
+    if error is None:
+        log.exception("gateway.failed", **context)
+        return 500, error_body("internal", "Something went wrong on our side; it has been logged."), None
+    return error.status, error.body, error.headers
 
 
 async def respond(send, status: int, body: dict | None, headers: dict | None = None) -> None:

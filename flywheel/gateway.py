@@ -19,21 +19,26 @@ import re
 import time
 from dataclasses import dataclass
 
-import structlog
 from django.conf import settings
 
 from accounts import roles
 from accounts.selectors import token_project_access
 from accounts.signals import register_access_cache
-from common.errors import error_body, error_for
-from common.gateway import RunSync, database_threads, host_allowed, read_body, respond, respond_bad_host, token_request
+from common.gateway import (
+    RunSync,
+    database_threads,
+    error_answer,
+    host_allowed,
+    read_body,
+    respond,
+    respond_bad_host,
+    token_request,
+)
 from common.json import loads_request
 from common.ttlcache import TTLCache
 from flywheel.apis import ingest_metrics_record, ingest_result_body
 from flywheel.serializers import PredictionsInputSerializer
 from flywheel.services import IngestResult, predictions_ingest
-
-log = structlog.get_logger(__name__)
 
 ROUTE = re.compile(r"^/api/v1/projects/(?P<slug>[-a-zA-Z0-9_]+)/predictions/$")
 # Requests up to this many predictions are grouped; larger ones are a batch already.
@@ -77,12 +82,8 @@ class IngestGateway:
             else:
                 items, batch = _parse(project, raw)
             result = await self._ingest(project, items, batch)
-        except Exception as exc:
-            error = error_for(exc)
-            if error is None:
-                log.exception("gateway.failed", project=slug)
-                return 500, error_body("internal", "Something went wrong on our side; it has been logged."), {}
-            return error.status, error.body, error.headers
+        except Exception as exc:  # noqa: BLE001 - error_answer logs any error the API does not know
+            return error_answer(exc, project=slug)
         ingest_metrics_record(project=project, result=result, batch=batch, size=len(items), started=started)
         return 201, ingest_result_body(result), {}
 

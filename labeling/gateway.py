@@ -15,16 +15,20 @@ logins (the web workspace) and under WSGI.
 
 import re
 
-import structlog
-
 from accounts import roles
 from accounts.selectors import token_user_with_role
-from common.errors import error_body, error_for
-from common.gateway import RunSync, database_threads, host_allowed, read_body, respond, respond_bad_host, token_request
+from common.gateway import (
+    RunSync,
+    database_threads,
+    error_answer,
+    host_allowed,
+    read_body,
+    respond,
+    respond_bad_host,
+    token_request,
+)
 from common.json import loads_request
 from labeling.apis import annotation_answer, claim_answer
-
-log = structlog.get_logger(__name__)
 
 CLAIM = re.compile(r"^/api/v1/projects/(?P<slug>[-a-zA-Z0-9_]+)/tasks/next/$")
 ANNOTATE = re.compile(r"^/api/v1/tasks/(?P<task_id>[0-9]+)/annotations/$")
@@ -69,11 +73,6 @@ class AnnotatorGateway:
         try:
             raw = await read_body(receive, headers)
             status, body = await self.run_sync(answer, token=token, raw=raw, **match.groupdict())
-        except Exception as exc:
-            error = error_for(exc)
-            if error is None:
-                log.exception("gateway.failed", path=scope["path"])
-                return await respond(send, 500, error_body("internal",
-                                                           "Something went wrong on our side; it has been logged."))
-            return await respond(send, error.status, error.body, error.headers)
+        except Exception as exc:  # noqa: BLE001 - error_answer logs any error the API does not know
+            return await respond(send, *error_answer(exc, path=scope["path"]))
         await respond(send, status, body)
