@@ -6,6 +6,7 @@ import pytest
 from django.core.asgi import get_asgi_application
 from django.db import OperationalError
 from django.test import override_settings
+from structlog.testing import capture_logs
 
 from accounts.models import Role
 from labeling.gateway import AnnotatorGateway
@@ -141,6 +142,17 @@ def test_a_database_outage_is_a_503_to_retry(db, app_client, project):
     gateway = AnnotatorGateway(get_asgi_application(), run_sync=database_down)
     response = claim(gateway, annotator_token(project))
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
+
+
+def test_an_unexpected_error_is_a_logged_500_with_the_error_body(db, app_client, project):
+    async def broken(fn, *args, **kwargs):
+        raise KeyError("a bug")
+
+    gateway = AnnotatorGateway(get_asgi_application(), run_sync=broken)
+    with capture_logs() as logs:
+        response = claim(gateway, annotator_token(project))
+    assert response.status_code == 500 and response.json()["error"]["code"] == "internal"
+    assert [(e["event"], e["path"]) for e in logs if e["log_level"] == "error"] == [("gateway.failed", NEXT)]
 
 
 def test_a_host_outside_allowed_hosts_is_refused(gateway, app_client, project):
