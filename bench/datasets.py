@@ -151,7 +151,7 @@ def child() -> None:
     import django
 
     django.setup()
-    from flywheel import datasets
+    from flywheel.datasets import services as datasets
     from flywheel.models import DatasetVersion, Project
 
     project = Project.objects.get(slug=SLUG)

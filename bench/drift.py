@@ -267,10 +267,10 @@ def stored_check(rng, repeat: int) -> dict:
 
 
 def profiling_throughput(rng, repeat: int) -> dict:
-    from flywheel import profiling
+    from flywheel.ingest import profiling
+    from flywheel.ingest.validation import PredictionInput
     from flywheel.models import IngestBatch
     from flywheel.services import predictions_ingest, project_create
-    from flywheel.validation import PredictionInput
     from monitoring.models import Profile
 
     names = [f"f{i}" for i in range(len(FEATURES))]

@@ -43,7 +43,7 @@ def setup(env, tasks: int, annotators: int) -> tuple[str, list[str]]:
     manage(env, "migrate", "--noinput", "-v", "0")
     code = (
         "from flywheel.services import project_create, predictions_ingest\n"
-        "from flywheel.validation import PredictionInput\n"
+        "from flywheel.ingest.validation import PredictionInput\n"
         "p = project_create(slug='queue', name='Queue', labels=[str(i) for i in range(10)],"
         " features=[{'name': 'f0', 'type': 'numeric'}],"
         " routing_policy={'threshold': 0.0, 'audit_rate': 0.0, 'daily_budget': 10_000_000},"

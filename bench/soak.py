@@ -269,7 +269,7 @@ def inject_faults(seconds, stop, worker, redis_server, s3, requests_build, fault
 
 
 def wait_for_builds(timeout: float) -> None:
-    from flywheel import datasets
+    from flywheel.datasets import services as datasets
     from flywheel.models import DatasetStatus, DatasetVersion
 
     deadline = time.monotonic() + timeout
@@ -291,7 +291,8 @@ def check(tally: Tally, ops_client: Client, settle_s: float) -> dict:
     from django.db.models import Count
     from django.utils import timezone
 
-    from flywheel import dataset_selectors, profiling
+    from flywheel.datasets import selectors as dataset_selectors
+    from flywheel.ingest import profiling
     from flywheel.models import DatasetStatus, DatasetVersion, Prediction, Project
     from labeling import services as labeling_services
     from labeling.models import Label, Lease, Task, TaskStatus

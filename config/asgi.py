@@ -10,7 +10,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django_application = get_asgi_application()
 
 from common.gateway import database_threads  # noqa: E402  (needs Django set up)
-from flywheel.gateway import IngestGateway  # noqa: E402
+from flywheel.ingest.gateway import IngestGateway  # noqa: E402
 from labeling.gateway import AnnotatorGateway  # noqa: E402
 
 run_sync = database_threads()

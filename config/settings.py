@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "flywheel",
     "labeling",
     "monitoring",
+    "sim",
 ]
 
 MIDDLEWARE = [
@@ -276,8 +277,8 @@ FLYWHEEL_LEASE_SECONDS = env.int("FLYWHEEL_LEASE_SECONDS", default=600)
 # Trainer plug-ins by name, "name=dotted.path" separated by commas; a project's retraining
 # policy names the one it uses.
 FLYWHEEL_TRAINERS = {
-    "sklearn": "flywheel.trainers.SklearnTrainer",
-    "external": "flywheel.trainers.ExternalTrainer",
+    "sklearn": "flywheel.training.trainers.SklearnTrainer",
+    "external": "flywheel.training.trainers.ExternalTrainer",
     **dict(item.split("=", 1) for item in env.list("FLYWHEEL_TRAINERS", default=[]) if "=" in item),
 }
 # A dataset build without a heartbeat this long (or queued and never started) is sent again.

@@ -18,8 +18,10 @@ from accounts.permissions import role_in
 from accounts.selectors import project_get_for_user, projects_for_user
 from common.errors import DomainError
 from common.storage import StorageError
-from flywheel import dataset_selectors, datasets, selectors, services, training
-from flywheel.dataset_serializers import (
+from flywheel import selectors, services
+from flywheel.datasets import selectors as dataset_selectors
+from flywheel.datasets import services as datasets
+from flywheel.datasets.serializers import (
     EXPORT_CONTENT_TYPES,
     DatasetCreateSerializer,
     DatasetDiffSerializer,
@@ -27,6 +29,7 @@ from flywheel.dataset_serializers import (
     DiffQuerySerializer,
     ExportQuerySerializer,
 )
+from flywheel.datasets.shards import ShardError
 from flywheel.serializers import (
     FeedbackBatchInputDoc,
     FeedbackInputDoc,
@@ -47,7 +50,7 @@ from flywheel.serializers import (
     TrainingRunInputSerializer,
     TrainingRunSerializer,
 )
-from flywheel.shards import ShardError
+from flywheel.training import runs as training
 from monitoring import metrics
 
 log = structlog.get_logger(__name__)

@@ -8,7 +8,8 @@ class FlywheelConfig(AppConfig):
     def ready(self):
         # flywheel drives monitoring from above: it feeds profiles before checks, turns
         # dataset versions into references, and fills the ops dashboard's other panels.
-        from flywheel import ops_panels, profiling
+        from flywheel import ops_panels
+        from flywheel.ingest import profiling
         from monitoring import hooks
 
         hooks.profiles_sync_register(profiling.profiles_sync)

@@ -7,9 +7,9 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from common.errors import NotFound
-from flywheel import accuracy
-from flywheel.feedback import HUMAN_SOURCES
+from flywheel.ingest.feedback import HUMAN_SOURCES
 from flywheel.models import Feedback, ModelPromotion, ModelVersion, Prediction, Project, TrainingRun
+from flywheel.training import accuracy
 from labeling import selectors as labeling_selectors
 
 

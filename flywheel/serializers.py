@@ -7,10 +7,8 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from common.errors import DomainError
-from flywheel import evaluation, routing
-from flywheel.models import FeatureType, Prediction, Project
-from flywheel.training import RetrainingPolicy
-from flywheel.validation import (
+from flywheel.ingest import routing
+from flywheel.ingest.validation import (
     FEATURE_NAME_RE,
     FEEDBACK_KINDS,
     BatchTooLarge,
@@ -20,6 +18,9 @@ from flywheel.validation import (
     parse_feedback,
     parse_predictions,
 )
+from flywheel.models import FeatureType, Prediction, Project
+from flywheel.training import evaluation
+from flywheel.training.runs import RetrainingPolicy
 from monitoring.policy import DriftPolicy
 from monitoring.serializers import DriftPolicySerializer
 

@@ -12,17 +12,17 @@ from django.utils import timezone
 
 from accounts.services import audit_record, membership_add
 from common.errors import DomainError, NotFound, validation_message
-from flywheel import routing
-from flywheel.feedback import FeedbackPolicy, Signal
-from flywheel.feedback import decide as decide_feedback
-from flywheel.models import Feedback, IngestBatch, ModelVersion, Prediction, Project, RoutingBudget
-from flywheel.validation import (
+from flywheel.ingest import routing
+from flywheel.ingest.feedback import FeedbackPolicy, Signal
+from flywheel.ingest.feedback import decide as decide_feedback
+from flywheel.ingest.validation import (
     FeedbackInput,
     InputErrors,
     PredictionInput,
     check_features_against_schema,
     infer_feature_schema,
 )
+from flywheel.models import Feedback, IngestBatch, ModelVersion, Prediction, Project, RoutingBudget
 from labeling import selectors as labeling_selectors
 from labeling import services as labeling_services
 from labeling.policy import LabelingPolicy

@@ -3,7 +3,9 @@
 import structlog
 from celery import shared_task
 
-from flywheel import datasets, profiling, training
+from flywheel.datasets import services as datasets
+from flywheel.ingest import profiling
+from flywheel.training import runs as training
 
 log = structlog.get_logger(__name__)
 

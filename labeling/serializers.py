@@ -3,7 +3,7 @@
 from django.urls import reverse
 from rest_framework import serializers
 
-from flywheel.validation import image_url_problem
+from flywheel.ingest.validation import image_url_problem
 from labeling.models import Verdict
 
 

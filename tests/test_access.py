@@ -15,9 +15,9 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts.models import Role
-from flywheel.demo import digit_png
 from flywheel.models import Project
 from monitoring import services as monitoring_services
+from sim.demo import digit_png
 from tests import factories
 
 ROLES = ["anonymous", "annotator", "reviewer", "ops", "admin", "app", "app_other_project"]
@@ -267,7 +267,7 @@ def _form(body):
 
 
 def _datasets():
-    from flywheel import datasets
+    from flywheel.datasets import services as datasets
     from flywheel.models import Project
 
     project = Project.objects.get(slug="digits")

@@ -8,8 +8,9 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Role
-from flywheel import datasets, training
+from flywheel.datasets import services as datasets
 from flywheel.models import DatasetStatus, DatasetVersion, Prediction, TrainingRun
+from flywheel.training import runs as training
 from tests import factories
 from tests.live import LiveService, _free_port
 from tests.test_live import call

@@ -13,7 +13,7 @@ import pytest
 from accounts.models import Role
 from flywheel.models import Feedback, Prediction
 from flywheel.services import project_update
-from flywheel.trainers import load_model
+from flywheel.training.trainers import load_model
 from flywheel_client import Client, FlywheelError
 from labeling.models import Label
 from tests import factories

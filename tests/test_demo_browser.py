@@ -4,8 +4,8 @@ kept in test-artifacts/."""
 
 import pytest
 
-from flywheel.demo import demo_setup
 from labeling.models import Annotation
+from sim.demo import demo_setup
 from tests.browser import browser_page, log_in, screenshot
 from tests.live import LiveService
 

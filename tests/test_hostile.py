@@ -454,7 +454,7 @@ def test_the_gateway_refuses_a_nul_naming_the_field_and_a_chunked_body_over_the_
     from asgiref.sync import async_to_sync
     from django.core.asgi import get_asgi_application
 
-    from flywheel.gateway import IngestGateway
+    from flywheel.ingest.gateway import IngestGateway
     from tests.asgi import in_test_thread
     from tests.flywheel.test_gateway import post
 

@@ -17,10 +17,10 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.parameters import ParameterLocation
 
 from accounts.models import Role
-from flywheel import datasets
-from flywheel.demo import digit_png
+from flywheel.datasets import services as datasets
 from flywheel.models import ModelSource, ModelVersion, TrainingRun
 from monitoring import services as monitoring_services
+from sim.demo import digit_png
 from tests import factories
 
 FUZZ_EXAMPLES = 10

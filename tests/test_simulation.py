@@ -11,11 +11,11 @@ from django.core.management import call_command
 
 from accounts.models import Role
 from accounts.services import account_upsert
-from flywheel.dataset_selectors import dataset_pull
+from flywheel.datasets.selectors import dataset_pull
 from flywheel.models import DatasetVersion, Project, TrainingRun
-from flywheel.simulation import Digits, SimulationConfig
-from flywheel.trainers import load_model
+from flywheel.training.trainers import load_model
 from flywheel_client import Client
+from sim.simulation import Digits, SimulationConfig
 from tests.live import LiveService
 from tests.worker import BROKER, CeleryProcess
 

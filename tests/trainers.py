@@ -2,7 +2,7 @@
 
 import time
 
-from flywheel.trainers import SklearnTrainer
+from flywheel.training.trainers import SklearnTrainer
 
 
 class SlowTrainer(SklearnTrainer):

@@ -2,10 +2,10 @@
 resolved labels written the way labeling resolves them (one current row per prediction)."""
 
 from common.storage import get_storage
-from flywheel import datasets
+from flywheel.datasets import services as datasets
+from flywheel.ingest.validation import PredictionInput
 from flywheel.models import DatasetVersion, Prediction
 from flywheel.services import predictions_ingest
-from flywheel.validation import PredictionInput
 from labeling.models import Label
 
 
@@ -55,7 +55,7 @@ def build(project, *, note: str = "") -> DatasetVersion:
 
 def rows(version) -> dict[str, dict]:
     """Every row of a ready version, read back from storage (verified), by prediction id."""
-    from flywheel.dataset_selectors import version_partitions
+    from flywheel.datasets.selectors import version_partitions
 
     out = {}
     for table in version_partitions(version=version):

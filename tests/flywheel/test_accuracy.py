@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from flywheel.accuracy import accuracy_by, calibration, wilson
+from flywheel.training.accuracy import accuracy_by, calibration, wilson
 
 
 def test_the_true_accuracy_is_inside_the_interval_in_at_least_93_of_100_seeded_runs():

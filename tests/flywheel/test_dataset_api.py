@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from common.storage import get_storage
-from flywheel import dataset_selectors
+from flywheel.datasets import selectors as dataset_selectors
 from flywheel.models import DatasetVersion
 from tests import factories
 from tests.flywheel.dataset_data import build, ingest, label

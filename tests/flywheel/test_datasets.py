@@ -12,7 +12,9 @@ from django.utils import timezone
 
 from common.errors import Conflict
 from common.storage import get_storage
-from flywheel import dataset_selectors, datasets, shards
+from flywheel.datasets import selectors as dataset_selectors
+from flywheel.datasets import services as datasets
+from flywheel.datasets import shards
 from flywheel.models import DatasetStatus, DatasetVersion
 from flywheel.tasks import dataset_version_build_task, dataset_versions_sweep_task
 from tests.flywheel.dataset_data import build, ingest, label, rows, shard_keys, unlabel
@@ -327,7 +329,7 @@ def test_s3_failing_mid_build_fails_the_version_without_a_manifest_and_a_retry_s
 def test_the_database_reads_give_the_same_rows_with_or_without_copy(project):
     """PostgreSQL's COPY and the ORM path (SQLite, the embedded default) must produce rows
     that parse the same, odd characters and missing values included."""
-    from flywheel.dataset_selectors import _prediction_rows_copy, _prediction_rows_orm
+    from flywheel.datasets.selectors import _prediction_rows_copy, _prediction_rows_orm
     from labeling.selectors import _current_labels_copy, _current_labels_orm
 
     pks = ingest(project, range(20))

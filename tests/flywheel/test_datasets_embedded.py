@@ -9,9 +9,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 SCRIPT = """
-from flywheel import datasets
+from flywheel.datasets import services as datasets
 from flywheel.services import predictions_ingest, project_create
-from flywheel.validation import PredictionInput
+from flywheel.ingest.validation import PredictionInput
 from labeling.models import Label
 from flywheel.models import Prediction
 

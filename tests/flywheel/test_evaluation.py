@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from flywheel.evaluation import GatePolicy, gate, majority_baseline, mcnemar_p, metrics
-from flywheel.trainers import SklearnTrainer, TrainingData, load_model
+from flywheel.training.evaluation import GatePolicy, gate, majority_baseline, mcnemar_p, metrics
+from flywheel.training.trainers import SklearnTrainer, TrainingData, load_model
 
 
 def test_metrics_by_hand():
@@ -89,7 +89,7 @@ def test_the_trainer_handles_categorical_features_and_missing_values():
 
 
 def test_range_scaling_takes_declared_ranges_and_max_abs_for_the_rest():
-    from flywheel.scaling import RangeScaler
+    from flywheel.training.scaling import RangeScaler
 
     rng = np.random.default_rng(0)
     numeric = np.column_stack([rng.uniform(0, 4, 60), rng.uniform(-8, 8, 60), rng.uniform(2, 6, 60)])
@@ -112,7 +112,7 @@ def test_range_scaling_takes_declared_ranges_and_max_abs_for_the_rest():
 
 
 def test_a_declared_range_keeps_the_scale_whatever_rows_were_labeled():
-    from flywheel.scaling import RangeScaler
+    from flywheel.training.scaling import RangeScaler
 
     clean = np.zeros((20, 2))
     clean[:, 1] = np.linspace(0, 1, 20)

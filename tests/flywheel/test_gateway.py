@@ -7,7 +7,7 @@ from django.db import OperationalError
 from django.test import override_settings
 
 from accounts.models import Role
-from flywheel.gateway import IngestGateway
+from flywheel.ingest.gateway import IngestGateway
 from flywheel.models import IngestBatch, Prediction, Project
 from labeling.models import Task
 from tests import factories

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
-from flywheel import profiling
+from flywheel.ingest import profiling
 from flywheel.models import IngestBatch
 from flywheel.tasks import profiles_update as profiles_update_task
 from monitoring import selectors
@@ -150,7 +150,7 @@ def profile_then_hang(**kwargs):
     time.sleep(120)  # killed here: profiles written, batches marked next, nothing committed
     return count
 services.profiles_add = profile_then_hang
-from flywheel import profiling
+from flywheel.ingest import profiling
 profiling.profiles_update(force_grids=True)
 """
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from flywheel import routing
-from flywheel.routing import Reason, RoutingPolicy
+from flywheel.ingest import routing
+from flywheel.ingest.routing import Reason, RoutingPolicy
 
 
 def test_least_confidence_is_one_minus_top_probability():

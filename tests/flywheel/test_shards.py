@@ -11,7 +11,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from common.csvrows import csv_chunks
-from flywheel import shards
+from flywheel.datasets import shards
 
 FEATURES = [{"name": "f0", "type": "numeric"}, {"name": "color", "type": "categorical"}]
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from flywheel.simulation import Digits, Simulation, SimulationConfig
+from sim.simulation import Digits, Simulation, SimulationConfig
 
 MIX = SimulationConfig(shift="class_mix", shift_classes=("3", "5", "8"), shift_class_share=0.6, seed=4)
 

@@ -14,9 +14,9 @@ from django.utils import timezone
 
 from accounts.models import AuditEvent, Role
 from common.storage import get_storage
-from flywheel import training
 from flywheel.models import ModelAlias, ModelPromotion, ModelVersion, Project, TrainingRun
 from flywheel.tasks import retraining_triggers_task, training_stage_task, training_watchdog_task
+from flywheel.training import runs as training
 from monitoring import selectors as monitoring_selectors
 from monitoring.models import DriftReport
 from tests import factories
@@ -70,7 +70,7 @@ def test_a_run_builds_trains_judges_and_promotes_its_candidate(inline, db):
 
 def _trained_scaler(inline, project):
     """A run on 600 labeled digits, and the numeric scaler inside the model it trained."""
-    from flywheel.trainers import load_model
+    from flywheel.training.trainers import load_model
 
     log_and_label(project, start=0, count=600)
     run = _request(inline, project)
@@ -91,7 +91,7 @@ def test_the_policy_chooses_how_the_built_in_trainer_scales_features(inline, db)
 
 
 def test_range_scaling_uses_the_ranges_the_project_declares(inline, db):
-    from flywheel.scaling import RangeScaler
+    from flywheel.training.scaling import RangeScaler
 
     project = digits_project(retraining={"feature_scaling": "range"})
     # Pixels run from 0 to 16; the first four are declared, the rest left to max-abs.
@@ -343,7 +343,7 @@ def test_an_external_trainer_gets_the_manifest_and_reports_back(inline, db):
                             hashlib.sha256).hexdigest()
         assert headers["X-Flywheel-Signature"] == f"sha256={expected}"
         # The trainer answers with its model and what it predicts for each evaluation row.
-        from flywheel.dataset_selectors import version_partitions
+        from flywheel.datasets.selectors import version_partitions
         rows = [r for t in version_partitions(version=run.dataset_version, split="test")
                 for r in zip(t.column("row_id").to_pylist(), t.column("label").to_pylist(), strict=True)]
         _, token = factories.user_with_role(Role.APP, project)
@@ -375,7 +375,7 @@ def test_policy_validation(db):
 
 def test_gold_answers_are_judged_on_but_never_trained_on(inline, db, monkeypatch):
     from flywheel.models import Prediction
-    from flywheel.trainers import SklearnTrainer
+    from flywheel.training.trainers import SklearnTrainer
     from labeling.services import gold_answer_set
 
     project = digits_project()

@@ -7,8 +7,8 @@ import pytest
 from django.db import connection
 from django.test import override_settings
 
-from flywheel import training
 from flywheel.models import ModelAlias, ModelPromotion, ModelVersion, TrainingRun
+from flywheel.training import runs as training
 from monitoring import selectors as monitoring_selectors
 from tests.flywheel.training_data import digits_project, log_and_label
 from tests.worker import CeleryProcess, broker_mode, wait_until
@@ -45,7 +45,7 @@ def test_labels_accumulate_and_a_run_starts_by_itself_and_promotes():
     assert TrainingRun.objects.count() == 1  # the labels were used once, not every second
 
 
-@override_settings(FLYWHEEL_TRAINERS={"sklearn": "flywheel.trainers.SklearnTrainer",
+@override_settings(FLYWHEEL_TRAINERS={"sklearn": "flywheel.training.trainers.SklearnTrainer",
                                       "slow": "tests.trainers.SlowTrainer"})
 def test_a_worker_killed_mid_training_is_redelivered_and_the_run_finishes_once():
     project = digits_project(retraining={"trainer": "slow"})

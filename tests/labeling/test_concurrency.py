@@ -101,7 +101,7 @@ from django.db import connection
 call_command("migrate", verbosity=0)
 from accounts.services import account_upsert
 from flywheel.services import project_create, predictions_ingest
-from flywheel.validation import PredictionInput
+from flywheel.ingest.validation import PredictionInput
 from labeling import services
 from labeling.models import Task
 

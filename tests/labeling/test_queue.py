@@ -12,8 +12,8 @@ from django.utils import timezone
 from PIL import Image
 
 from accounts.models import AuditEvent, Role
-from flywheel import training
 from flywheel.models import ModelVersion, Project
+from flywheel.training import runs as training
 from labeling import services
 from labeling.models import Annotation, Label, Lease, Task
 from labeling.tasks import leases_sweep

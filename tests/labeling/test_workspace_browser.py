@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from accounts.models import Role
-from flywheel.demo import digit_png, load_digits_split
 from labeling.models import Annotation, Label, Task
+from sim.demo import digit_png, load_digits_split
 from tests import factories
 from tests.browser import browser_page, log_in, screenshot
 from tests.live import LiveService

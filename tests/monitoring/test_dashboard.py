@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 
 from accounts.models import Role
-from flywheel import profiling
+from flywheel.ingest import profiling
 from labeling.models import Label, Task
 from monitoring import hooks, services
 from tests import factories

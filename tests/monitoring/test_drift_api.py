@@ -149,7 +149,7 @@ def test_a_reference_window_without_predictions_is_refused(ops_client, project, 
 
 
 def test_a_dataset_version_becomes_the_reference(ops_client, project, django_capture_on_commit_callbacks):
-    from flywheel import datasets
+    from flywheel.datasets import services as datasets
     from flywheel.models import DatasetVersion
     from labeling.services import label_resolve
     from tests import factories

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from config.celery import app
-from flywheel import profiling
+from flywheel.ingest import profiling
 from flywheel.models import IngestBatch
 from monitoring import services, tasks
 from monitoring.models import CheckTrigger, DeliveryState, DriftAlert, DriftReport, Profile, WebhookDelivery

@@ -6,9 +6,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from common.errors import DomainError
 from common.storage import StorageError
-from flywheel import dataset_selectors
+from flywheel.datasets import selectors as dataset_selectors
+from flywheel.datasets.shards import ShardError
 from flywheel.models import Project
-from flywheel.shards import ShardError
 
 
 class Command(BaseCommand):

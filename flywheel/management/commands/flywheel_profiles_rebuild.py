@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from flywheel import profiling
+from flywheel.ingest import profiling
 from flywheel.models import Project
 
 

@@ -12,9 +12,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import Role
 from accounts.services import account_upsert
-from flywheel import simulation
 from flywheel.models import Project
 from flywheel_client import Client
+from sim import simulation
 
 
 def _free_port() -> int:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from flywheel.trainers import Model, load_model
+from flywheel.training.trainers import Model, load_model
 from flywheel_client import Client, FlywheelError
 
 FEATURES = [f"px{i}" for i in range(64)]

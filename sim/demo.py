@@ -17,14 +17,15 @@ from django.utils import timezone
 
 from accounts.models import Role
 from accounts.services import account_upsert
-from flywheel import profiling, training
+from flywheel.ingest import profiling
+from flywheel.ingest.validation import FeedbackInput, PredictionInput
 from flywheel.models import Prediction, Project
 from flywheel.services import feedback_ingest, predictions_ingest, project_create, project_update
-from flywheel.simulation import FEATURES, LABELS, digit_png
-from flywheel.validation import FeedbackInput, PredictionInput
+from flywheel.training import runs as training
 from labeling import services as labeling_services
 from monitoring import selectors as monitoring_selectors
 from monitoring import services as monitoring_services
+from sim.simulation import FEATURES, LABELS, digit_png
 
 DEMO_SLUG = "digits"
 DEMO_USERS = [("admin", Role.ADMIN), ("ops", Role.OPS), ("reviewer", Role.REVIEWER),

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from flywheel.demo import demo_setup
+from sim.demo import demo_setup
 
 
 class Command(BaseCommand):

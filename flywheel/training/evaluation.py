@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import binomtest
 
-from flywheel.accuracy import calibration
+from flywheel.training.accuracy import calibration
 
 
 def metrics(truth: Sequence[str], predicted: Sequence[str], confidence: Sequence[float] | None = None,

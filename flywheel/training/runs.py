@@ -29,7 +29,10 @@ from accounts.services import audit_record
 from common.enqueue import enqueue_on_commit
 from common.errors import Conflict, DomainError
 from common.storage import ObjectMissing, StorageError, get_storage, key
-from flywheel import dataset_selectors, datasets, evaluation, routing, shards
+from flywheel.datasets import selectors as dataset_selectors
+from flywheel.datasets import services as datasets
+from flywheel.datasets import shards
+from flywheel.ingest import routing
 from flywheel.models import (
     DatasetStatus,
     DatasetVersion,
@@ -45,7 +48,8 @@ from flywheel.models import (
     TrainingStage,
     TrainingStatus,
 )
-from flywheel.trainers import Artifact, Model, TrainingData, load_model
+from flywheel.training import evaluation
+from flywheel.training.trainers import Artifact, Model, TrainingData, load_model
 from labeling import selectors as labeling_selectors
 from labeling import services as labeling_services
 from monitoring import selectors as monitoring_selectors
@@ -775,7 +779,7 @@ def _reference_follow(project: Project, model_version: ModelVersion, actor) -> N
     """Drift is measured against the data the champion was trained on."""
     if model_version.dataset_version_id is None:
         return
-    from flywheel.profiling import drift_reference_from_dataset_version
+    from flywheel.ingest.profiling import drift_reference_from_dataset_version
 
     drift_reference_from_dataset_version(project=project, dataset_version=model_version.dataset_version.number,
                                          actor=actor)

@@ -234,7 +234,8 @@ def drift_reference_from_dataset_version(*, project: Project, dataset_version: i
     split) of a dataset version the project's drift reference. Used by
     PUT .../drift/reference/ {"dataset_version": n}, and by promotions and rollbacks, whose
     champion's training data becomes the reference."""
-    from flywheel import dataset_selectors, shards
+    from flywheel.datasets import selectors as dataset_selectors
+    from flywheel.datasets import shards
     from flywheel.models import DatasetStatus, ModelVersion
     from monitoring.services import Observations, reference_set_from_data
 

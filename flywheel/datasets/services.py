@@ -30,8 +30,7 @@ from accounts.services import audit_record
 from common.enqueue import enqueue_on_commit
 from common.errors import Conflict
 from common.storage import ObjectExists, Storage, StorageUnavailable, get_storage
-from flywheel import dataset_selectors as selectors
-from flywheel import shards
+from flywheel.datasets import selectors, shards
 from flywheel.models import DatasetStatus, DatasetVersion, Project
 from labeling import selectors as labeling_selectors
 

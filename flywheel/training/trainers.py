@@ -74,7 +74,7 @@ class SklearnTrainer:
         if self.feature_scaling not in FEATURE_SCALINGS:
             raise ValueError(f"feature_scaling is one of {', '.join(FEATURE_SCALINGS)}, not {self.feature_scaling!r}.")
         if self.feature_scaling == "range":
-            from flywheel.scaling import RangeScaler
+            from flywheel.training.scaling import RangeScaler
 
             scaler = RangeScaler(data.numeric_ranges)
         else:

@@ -23,7 +23,7 @@ from psycopg import sql
 from common.csvrows import csv_chunks
 from common.errors import Conflict, NotFound
 from common.storage import ObjectMissing, Storage, get_storage, key
-from flywheel import shards
+from flywheel.datasets import shards
 from flywheel.models import DatasetStatus, DatasetVersion, Prediction, Project
 
 # --- Where things are stored -------------------------------------------------------------------

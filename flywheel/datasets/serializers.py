@@ -2,7 +2,7 @@
 
 from rest_framework import serializers
 
-from flywheel import shards
+from flywheel.datasets import shards
 from flywheel.models import DatasetStatus, DatasetVersion
 
 
