@@ -48,7 +48,7 @@ def setup(env: dict, rows: int) -> None:
     fresh_database(DATABASE)
     manage(env, "migrate", "--noinput", "-v", "0")
     code = (
-        "from flywheel.services import project_create;"
+        "from flywheel.projects import project_create;"
         f"project_create(slug={SLUG!r}, name='Bench', labels=[str(i) for i in range(10)],"
         f" features=[{{'name': n, 'type': 'numeric'}} for n in {FEATURES!r}])"
     )

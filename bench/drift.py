@@ -201,7 +201,7 @@ def database_part(rng, repeat: int) -> dict:
 
 
 def stored_check(rng, repeat: int) -> dict:
-    from flywheel.services import project_create
+    from flywheel.projects import project_create
     from monitoring import services
     from monitoring.models import DriftState, Profile, ProfileSource
 
@@ -268,9 +268,10 @@ def stored_check(rng, repeat: int) -> dict:
 
 def profiling_throughput(rng, repeat: int) -> dict:
     from flywheel.ingest import profiling
+    from flywheel.ingest.services import predictions_ingest
     from flywheel.ingest.validation import PredictionInput
     from flywheel.models import IngestBatch
-    from flywheel.services import predictions_ingest, project_create
+    from flywheel.projects import project_create
     from monitoring.models import Profile
 
     names = [f"f{i}" for i in range(len(FEATURES))]

@@ -49,7 +49,7 @@ def setup(env) -> str:
     fresh_database(DATABASE)
     manage(env, "migrate", "--noinput", "-v", "0")
     code = (
-        "from flywheel.services import project_create;"
+        "from flywheel.projects import project_create;"
         f"project_create(slug='bench', name='Bench', labels=[str(i) for i in range(10)],"
         f" features=[{{'name': n, 'type': 'numeric'}} for n in {FEATURES!r}],"
         " routing_policy={'threshold': 0.3, 'audit_rate': 0.0, 'daily_budget': 10_000_000})"

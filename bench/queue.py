@@ -42,7 +42,7 @@ def setup(env, tasks: int, annotators: int) -> tuple[str, list[str]]:
     fresh_database(DATABASE)
     manage(env, "migrate", "--noinput", "-v", "0")
     code = (
-        "from flywheel.services import project_create, predictions_ingest\n"
+        "from flywheel.projects import project_create\nfrom flywheel.ingest.services import predictions_ingest\n"
         "from flywheel.ingest.validation import PredictionInput\n"
         "p = project_create(slug='queue', name='Queue', labels=[str(i) for i in range(10)],"
         " features=[{'name': 'f0', 'type': 'numeric'}],"

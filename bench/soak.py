@@ -409,7 +409,7 @@ def main(argv=None) -> int:
     import django
 
     django.setup()
-    from flywheel.services import project_create
+    from flywheel.projects import project_create
 
     project_create(slug=PROJECT, name="Soak", labels=LABELS,
                    features=[{"name": name, "type": "numeric"} for name in FEATURES],

@@ -8,7 +8,7 @@ class FlywheelConfig(AppConfig):
     def ready(self):
         # flywheel drives monitoring from above: it feeds profiles before checks, turns
         # dataset versions into references, and fills the ops dashboard's other panels.
-        from flywheel import ops_panels
+        from flywheel import ops_panels, tasks  # noqa: F401 - tasks: registered for common.enqueue
         from flywheel.ingest import profiling
         from monitoring import hooks
 

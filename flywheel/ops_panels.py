@@ -2,7 +2,8 @@
 it registers them with monitoring (which must not import labeling or flywheel). One data
 function per panel; the shapes are in monitoring.hooks.Panel."""
 
-from flywheel import selectors
+from flywheel.ingest import selectors as ingest_selectors
+from flywheel.training import selectors as training_selectors
 from labeling import selectors as labeling_selectors
 from labeling.models import TaskReason
 from monitoring.hooks import Panel, panel_register
@@ -37,7 +38,7 @@ def labels_per_day(project) -> dict:
 
 
 def accuracy(project) -> dict:
-    estimates = [e for e in selectors.production_accuracy(project=project) if e["accuracy"]["n"]]
+    estimates = [e for e in training_selectors.production_accuracy(project=project) if e["accuracy"]["n"]]
     return {
         "total": len(estimates),
         "chart": {"labels": [e["model_version"] for e in estimates],
@@ -53,7 +54,7 @@ def audit_and_calibration(project) -> dict:
         return "–" if value is None else f"{value:.1%}"
 
     rows = []
-    for e in selectors.production_accuracy(project=project):
+    for e in training_selectors.production_accuracy(project=project):
         a = e["accuracy"]
         rows.append([
             e["model_version"], e["audit"]["predictions"], e["audit"]["labeled"],
@@ -66,7 +67,7 @@ def audit_and_calibration(project) -> dict:
 
 
 def feedback_rates(project) -> dict:
-    rates = selectors.feedback_rates(project=project)["rates"]
+    rates = ingest_selectors.feedback_rates(project=project)["rates"]
     days = sorted({r["day"] for r in rates})
     versions = sorted({r["model_version"] for r in rates})
     by = {(r["model_version"], r["day"]): r for r in rates}
@@ -83,7 +84,7 @@ def feedback_rates(project) -> dict:
 
 def training_runs(project) -> dict:
     rows = []
-    for run in selectors.training_runs(project=project, limit=12):
+    for run in training_selectors.training_runs(project=project, limit=12):
         gate = "passed" if run.gate.get("passed") else ("refused" if run.gate else "–")
         reasons = run.gate.get("reasons", [])
         why = next((r for r in reasons if r.startswith(("does not", "falls behind", "the difference"))), "")
@@ -102,7 +103,7 @@ def training_runs(project) -> dict:
 def champion_history(project) -> dict:
     rows = [[p.created_at.strftime("%Y-%m-%d %H:%M"), p.get_action_display(), p.model_version.name,
              p.previous.name if p.previous else "–", p.actor_name, p.reason]
-            for p in selectors.promotions(project=project, limit=10)]
+            for p in training_selectors.promotions(project=project, limit=10)]
     return {"total": len(rows), "columns": ["when", "change", "champion", "before", "by", "why"], "rows": rows,
             "empty": "No model has been promoted yet."}
 

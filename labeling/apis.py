@@ -1,7 +1,6 @@
-"""HTTP API of the annotation queue (API.md: Annotation queue). Thin: validate, call one
+"""HTTP API of the annotation queue (docs/api.md: Annotation queue). Thin: validate, call one
 service or selector, serialize."""
 
-from collections.abc import Callable
 
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -13,9 +12,9 @@ from rest_framework.views import APIView
 
 from accounts import roles
 from accounts.permissions import role_in
-from accounts.selectors import project_get_for_user, user_is_member
+from accounts.selectors import project_get_for_user
 from common.errors import NotFound
-from labeling import images, selectors, services
+from labeling import answers, images, selectors, services
 from labeling.models import TaskStatus
 from labeling.serializers import (
     AnnotationInputSerializer,
@@ -29,40 +28,14 @@ from labeling.serializers import (
 TaskEnvelope = inline_serializer("TaskEnvelope", {"task": TaskSerializer()})
 
 
-def _task_for(user, task_id: int):
-    """A task of a project the user belongs to; any other task is a 404."""
-    task = selectors.task_get(task_id)
-    if not user_is_member(user=user, project_id=task.project_id):
-        raise NotFound("task_not_found", f"No task {task_id}.")
-    return task
 
 
-def _check_task_access(user, task_id: int) -> None:
-    """The same 404 as _task_for, in one query, for endpoints whose service loads the task."""
-    if not selectors.task_visible_to(task_id=task_id, user=user):
-        raise NotFound("task_not_found", f"No task {task_id}.")
 
 
-# The bodies of the two calls an annotator makes per task, shared with labeling.gateway,
-# which answers them for API tokens without Django's request cycle.
 
 
-def claim_answer(*, user, slug: str) -> dict | None:
-    """The claimed task as the API shows it; None when there is nothing to do (204)."""
-    project = project_get_for_user(user=user, slug=slug)
-    task = services.task_claim(project=project, user=user)
-    return None if task is None else {"task": TaskSerializer(task).data}
 
 
-def annotation_answer(*, user, task_id: int, read_data: Callable[[], object]) -> dict:
-    """The body is read only after the access check, as DRF reads it: a request for a task
-    the caller cannot see is a 404 whatever its body."""
-    _check_task_access(user, task_id)
-    valid = _valid(AnnotationInputSerializer, read_data())
-    outcome = services.annotation_submit(task_id=task_id, user=user, label=valid["label"],
-                                         lead_time_s=valid.get("lead_time_s"))
-    return {"task": {"id": outcome.task.pk, "status": outcome.task.status},
-            "resolved_label": LabelSerializer(outcome.label).data if outcome.label else None}
 
 
 class TaskNextApi(APIView):
@@ -71,7 +44,7 @@ class TaskNextApi(APIView):
     @extend_schema(request=None, responses={200: TaskEnvelope, 204: OpenApiResponse(description="Nothing to do.")},
                    summary="Claim the most important open task under a lease")
     def post(self, request, slug):
-        answer = claim_answer(user=request.user, slug=slug)
+        answer = answers.claim_answer(user=request.user, slug=slug)
         return Response(status=status.HTTP_204_NO_CONTENT) if answer is None else Response(answer)
 
 
@@ -123,7 +96,7 @@ class TaskHeartbeatApi(APIView):
                    responses=inline_serializer("Lease", {"lease_expires_at": serializers.DateTimeField()}),
                    summary="Extend the caller's lease")
     def post(self, request, task_id):
-        _check_task_access(request.user, task_id)
+        answers.task_access_check(request.user, task_id)
         lease = services.lease_renew(task_id=task_id, user=request.user)
         return Response({"lease_expires_at": lease.expires_at})
 
@@ -139,7 +112,7 @@ class AnnotationCreateApi(APIView):
                        409: OpenApiResponse(description="The caller no longer holds the lease.")},
                    summary="Label a task you hold")
     def post(self, request, task_id):
-        return Response(annotation_answer(user=request.user, task_id=task_id, read_data=lambda: request.data),
+        return Response(answers.annotation_answer(user=request.user, task_id=task_id, read_data=lambda: request.data),
                         status=status.HTTP_201_CREATED)
 
 
@@ -148,7 +121,7 @@ class TaskSkipApi(APIView):
 
     @extend_schema(request=None, responses=OpenApiTypes.OBJECT, summary="Pass a task you hold back to the others")
     def post(self, request, task_id):
-        _check_task_access(request.user, task_id)
+        answers.task_access_check(request.user, task_id)
         task = services.task_skip(task_id=task_id, user=request.user)
         return Response({"task": {"id": task.pk, "status": task.status}})
 
@@ -159,7 +132,7 @@ class TaskReleaseApi(APIView):
     @extend_schema(request=None, responses=OpenApiTypes.OBJECT,
                    summary="Give a held task back without a judgment (e.g. leaving the page)")
     def post(self, request, task_id):
-        _check_task_access(request.user, task_id)
+        answers.task_access_check(request.user, task_id)
         task = services.task_release(task_id=task_id, user=request.user)
         return Response({"task": {"id": task_id, "status": task.status}})
 
@@ -170,7 +143,7 @@ class TaskUndoApi(APIView):
     @extend_schema(request=None, responses={200: TaskEnvelope, 409: OpenApiResponse(description="Too late to undo.")},
                    summary="Take back your last annotation while the task is still yours")
     def post(self, request, task_id):
-        _check_task_access(request.user, task_id)
+        answers.task_access_check(request.user, task_id)
         task = services.annotation_undo(task_id=task_id, user=request.user)
         return Response({"task": TaskSerializer(task).data})
 
@@ -181,8 +154,8 @@ class TaskReviewApi(APIView):
     @extend_schema(request=ReviewInputSerializer, responses=OpenApiTypes.OBJECT,
                    summary="Accept a task's label or reject it back into the queue")
     def post(self, request, task_id):
-        _check_task_access(request.user, task_id)
-        data = _valid(ReviewInputSerializer, request.data)
+        answers.task_access_check(request.user, task_id)
+        data = answers.valid_input(ReviewInputSerializer, request.data)
         task = services.task_review(task_id=task_id, reviewer=request.user, verdict=data["verdict"],
                                     label=data.get("label"))
         return Response({"task": {"id": task.pk, "status": task.status, "round": task.round}})
@@ -193,7 +166,7 @@ class TaskImageApi(APIView):
 
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY}, summary="The task's image, scaled for display")
     def get(self, request, task_id):
-        task = _task_for(request.user, task_id)
+        task = answers.task_for(request.user, task_id)
         try:
             png = images.display_png(images.source_bytes(task.prediction.input))
         except images.ImageUnavailable as exc:
@@ -219,7 +192,7 @@ class GoldApi(APIView):
                    summary="Mark a prediction's right answer as known (a gold task)")
     def post(self, request, slug):
         project = project_get_for_user(user=request.user, slug=slug)
-        data = _valid(GoldInputSerializer, request.data)
+        data = answers.valid_input(GoldInputSerializer, request.data)
         prediction = project.predictions.filter(external_id=data["prediction_id"]).first()
         if prediction is None:
             raise NotFound("prediction_not_found", f"No prediction '{data['prediction_id']}' in this project.")
@@ -228,7 +201,3 @@ class GoldApi(APIView):
         return Response({"prediction_id": prediction.external_id, "label": gold.label}, status=201)
 
 
-def _valid(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data

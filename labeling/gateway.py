@@ -28,7 +28,7 @@ from common.gateway import (
     token_request,
 )
 from common.json import loads_request
-from labeling.apis import annotation_answer, claim_answer
+from labeling.answers import annotation_answer, claim_answer
 
 CLAIM = re.compile(r"^/api/v1/projects/(?P<slug>[-a-zA-Z0-9_]+)/tasks/next/$")
 ANNOTATE = re.compile(r"^/api/v1/tasks/(?P<task_id>[0-9]+)/annotations/$")

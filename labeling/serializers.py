@@ -3,7 +3,7 @@
 from django.urls import reverse
 from rest_framework import serializers
 
-from flywheel.ingest.validation import image_url_problem
+from common.url_safety import image_url_problem
 from labeling.models import Verdict
 
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from rest_framework import serializers
 
-from monitoring import webhooks
+from common import url_safety
 from monitoring.policy import SECRET_MASK
 
 MAX_WINDOW = timedelta(days=400)
@@ -25,7 +25,7 @@ class DriftPolicySerializer(serializers.Serializer):
                                                       help_text="One scheduled check per interval (60: hourly).")
     window_hours = serializers.IntegerField(min_value=1, max_value=90 * 24, required=False,
                                             help_text="Hours a check looks back by default.")
-    webhook_url = serializers.CharField(allow_blank=True, max_length=webhooks.MAX_URL_CHARS, required=False,
+    webhook_url = serializers.CharField(allow_blank=True, max_length=url_safety.MAX_URL_CHARS, required=False,
                                         help_text="Where alerts are POSTed: https, or http to a trusted host.")
     webhook_secret = serializers.CharField(allow_blank=True, min_length=0, max_length=200, required=False,
                                            help_text="Shared secret the X-Flywheel-Signature HMAC is keyed with "
@@ -34,8 +34,8 @@ class DriftPolicySerializer(serializers.Serializer):
     def validate_webhook_url(self, value):
         if value:
             try:
-                webhooks.url_check(value)
-            except webhooks.WebhookURLError as exc:
+                url_safety.url_check(value)
+            except url_safety.URLRefused as exc:
                 raise serializers.ValidationError(str(exc)) from None
         return value
 

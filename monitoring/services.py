@@ -15,9 +15,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.services import audit_record
+from common import signed_http
 from common.enqueue import enqueue_now
 from common.errors import DomainError
-from monitoring import hooks, selectors, stats, webhooks
+from common.jobs import Backoff
+from monitoring import hooks, selectors, stats
 from monitoring.models import (
     AlertState,
     CheckTrigger,
@@ -44,9 +46,10 @@ PRECEDING_WINDOW = timedelta(days=7)
 # this is history, and history does not page anyone.
 ALERT_RECENCY = timedelta(hours=1)
 WEBHOOK_MAX_ATTEMPTS = 8
-WEBHOOK_BACKOFF_BASE = timedelta(seconds=30)
-WEBHOOK_BACKOFF_CAP = timedelta(hours=1)
-WEBHOOK_LEASE = timedelta(seconds=webhooks.TIMEOUT_SECONDS + 30)
+# 30 s after the first failed attempt, doubling, at most an hour.
+WEBHOOK_BACKOFF = Backoff(base_seconds=30, max_seconds=3600)
+WEBHOOK_TASK = "monitoring.webhook_deliver"
+WEBHOOK_LEASE = timedelta(seconds=signed_http.TIMEOUT_SECONDS + 30)
 
 
 # --- Per-project state and grids ---------------------------------------------------------------
@@ -516,15 +519,13 @@ def _webhook_delivery_create(*, project, alert, report, new_fields, policy: Drif
 
 
 def _webhook_enqueue(delivery_id: int) -> None:
-    from monitoring.tasks import webhook_deliver
-
     # A broker that is away only delays it: the beat's retry sweep sends due deliveries.
-    enqueue_now(webhook_deliver, delivery_id)
+    enqueue_now(WEBHOOK_TASK, delivery_id)
 
 
 def webhook_backoff(attempts: int) -> timedelta:
     """Wait before the next try after `attempts` tries: 30 s doubling, at most an hour."""
-    return min(WEBHOOK_BACKOFF_CAP, WEBHOOK_BACKOFF_BASE * (2 ** max(0, attempts - 1)))
+    return timedelta(seconds=WEBHOOK_BACKOFF.seconds(attempts - 1))
 
 
 def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -> WebhookDelivery | None:
@@ -549,8 +550,11 @@ def webhook_delivery_attempt(*, delivery_id: int, now: datetime | None = None) -
     # other workers off it meanwhile.
     secret = DriftPolicy.from_dict(delivery.project.drift).webhook_secret
     started_at = timezone.now()
-    result = webhooks.send(url=delivery.url, body=orjson.dumps(delivery.payload), secret=secret,
-                           event=delivery.event, delivery_id=delivery.pk)
+    if secret:
+        result = signed_http.send(url=delivery.url, body=orjson.dumps(delivery.payload), secret=secret,
+                                  event=delivery.event, delivery_id=delivery.pk)
+    else:
+        result = signed_http.SendResult(None, "refused: the drift policy has no webhook_secret to sign with", 0.0)
     with transaction.atomic():
         WebhookAttempt.objects.create(
             delivery=delivery, number=delivery.attempts, started_at=started_at, duration_ms=result.duration_ms,

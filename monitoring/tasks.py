@@ -13,7 +13,7 @@ def drift_checks_run_due() -> list[int]:
     return services.drift_checks_run_due()
 
 
-@shared_task(name="monitoring.webhook_deliver", acks_late=True, reject_on_worker_lost=True,
+@shared_task(name=services.WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True,
              soft_time_limit=60, time_limit=90)
 def webhook_deliver(delivery_id: int) -> str | None:
     """One attempt at a webhook delivery if it is due; the retry sweep makes the later ones."""

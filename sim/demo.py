@@ -18,10 +18,11 @@ from django.utils import timezone
 from accounts.models import Role
 from accounts.services import account_upsert
 from flywheel.ingest import profiling
+from flywheel.ingest.services import feedback_ingest, predictions_ingest
 from flywheel.ingest.validation import FeedbackInput, PredictionInput
 from flywheel.models import Prediction, Project
-from flywheel.services import feedback_ingest, predictions_ingest, project_create, project_update
-from flywheel.training import runs as training
+from flywheel.projects import project_create, project_update
+from flywheel.training import artifacts, registry, runs
 from labeling import services as labeling_services
 from monitoring import selectors as monitoring_selectors
 from monitoring import services as monitoring_services
@@ -112,11 +113,11 @@ def demo_setup(*, initial: int = 150, gold: int = 120, traffic: int = 600, seed:
             credentials.append((name, role, passwords[name], token))
     bot, _ = account_upsert(username="demo-labeler", role=Role.ANNOTATOR, projects=[project])
 
-    champion = training.champion_get(project)
+    champion = registry.champion_get(project)
     if champion is None:
         champion = _first_model(project, x, y, initial=initial, gold=gold, bot=bot)
         project = project_update(project=project, changes={"routing": ROUTING})
-    model = training.model_load(champion)
+    model = artifacts.model_load(champion)
 
     start = initial + gold
     pixels = x[start:start + traffic]
@@ -158,11 +159,11 @@ def _first_model(project, x, y, *, initial, gold, bot):
                                           label=y[int(prediction.external_id.split("-")[1])])
     # Outside a transaction the run's tasks, queued on commit, run here and now (eagerly, the
     # embedded default) or on a worker.
-    run = training.training_run_request(project=project, trigger="manual", details={"note": "the demo"})
+    run = runs.training_run_request(project=project, trigger="manual", details={"note": "the demo"})
     run.refresh_from_db()
     if run.status != "succeeded" or not run.promoted:
         raise RuntimeError(f"The demo's first model did not train: {run.error or run.gate}")
-    return training.champion_get(project)
+    return registry.champion_get(project)
 
 
 def _end_users_and_audit(project, ids, predicted, truth, bot) -> None:

@@ -4,7 +4,7 @@ import pytest
 
 from accounts.models import Role
 from accounts.signals import clear_access_caches
-from flywheel.services import model_version_cache_clear
+from flywheel.ingest.services import model_version_cache_clear
 from tests import factories
 from tests.s3 import S3Server
 

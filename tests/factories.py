@@ -5,7 +5,7 @@ import itertools
 from rest_framework.test import APIClient
 
 from accounts.services import account_upsert
-from flywheel.services import project_create
+from flywheel.projects import project_create
 
 _counter = itertools.count()
 

@@ -10,7 +10,7 @@ from django.utils import timezone
 from accounts.models import Role
 from flywheel.datasets import services as datasets
 from flywheel.models import DatasetStatus, DatasetVersion, Prediction, TrainingRun
-from flywheel.training import runs as training
+from flywheel.training import runs
 from tests import factories
 from tests.live import LiveService, _free_port
 from tests.test_live import call
@@ -50,6 +50,6 @@ def test_the_service_takes_requests_while_the_broker_is_down_and_catches_up_afte
         datasets.dataset_versions_sweep(now=later)
     assert DatasetVersion.objects.get(number=version["version"]).status == DatasetStatus.READY
     with django_capture_on_commit_callbacks(execute=True):
-        training.training_watchdog(now=later)
+        runs.training_watchdog(now=later)
     run = TrainingRun.objects.get(pk=run["id"])
     assert (run.status, run.stage) == ("succeeded", "done"), run.error

@@ -12,7 +12,7 @@ import pytest
 
 from accounts.models import Role
 from flywheel.models import Feedback, Prediction
-from flywheel.services import project_update
+from flywheel.projects import project_update
 from flywheel.training.trainers import load_model
 from flywheel_client import Client, FlywheelError
 from labeling.models import Label

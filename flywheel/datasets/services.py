@@ -10,12 +10,10 @@ the next attempt) and the manifest is put only if absent, under the version's ro
 import subprocess
 import tempfile
 import time
-import uuid
 from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,43 +21,34 @@ import pyarrow as pa
 import structlog
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max
 from django.utils import timezone
 
 from accounts.services import audit_record
 from common.enqueue import enqueue_on_commit
 from common.errors import Conflict
-from common.storage import ObjectExists, Storage, StorageUnavailable, get_storage
+from common.jobs import TRANSIENT_ERRORS, Lease, Superseded
+from common.storage import ObjectExists, Storage, get_storage
 from flywheel.datasets import selectors, shards
 from flywheel.models import DatasetStatus, DatasetVersion, Project
 from labeling import selectors as labeling_selectors
 
 log = structlog.get_logger(__name__)
 
-# Failures worth another attempt: the store or the database was away for a moment.
-TRANSIENT_ERRORS = (StorageUnavailable, OperationalError, InterfaceError)
-HEARTBEAT_SECONDS = 5.0
-
-
-def _stale_after() -> timedelta:
-    """A building version whose heartbeat (or, never started, whose queueing) is older than
-    this has lost its worker or its message."""
-    return timedelta(seconds=settings.FLYWHEEL_DATASET_STALE_SECONDS)
-
+BUILD_TASK = "flywheel.datasets.build_version"
+# A building version whose heartbeat (or, never started, whose queueing) is older than
+# FLYWHEEL_DATASET_STALE_SECONDS has lost its worker or its message.
+LEASE = Lease(DatasetVersion, token_field="build_token", stale_setting="FLYWHEEL_DATASET_STALE_SECONDS")
+# Progress is recorded at most this often (the lease's own heartbeat runs beside it).
+PROGRESS_SECONDS = 5.0
 UPLOAD_THREADS = 4
-
-
-class BuildSuperseded(Exception):
-    """Another attempt holds the version now (or it is no longer building): stop quietly."""
 
 
 # --- Create, retry, fail -----------------------------------------------------------------------------
 
 
 def _enqueue_build(version_id: int) -> None:
-    from flywheel.tasks import dataset_version_build_task  # tasks import this module
-
-    enqueue_on_commit(dataset_version_build_task, version_id)
+    enqueue_on_commit(BUILD_TASK, version_id)
 
 
 def dataset_version_create(*, project: Project, note: str = "", trigger: str = "manual",
@@ -81,19 +70,13 @@ def dataset_version_create(*, project: Project, note: str = "", trigger: str = "
     return version
 
 
-def _is_stale(version: DatasetVersion, now=None) -> bool:
-    now = now or timezone.now()
-    last = version.heartbeat_at or version.updated_at
-    return last is None or now - last > _stale_after()
-
-
 def dataset_version_retry(*, version: DatasetVersion, actor=None) -> DatasetVersion:
     """Build a failed version again (or one whose worker died). Ready versions never change."""
     with transaction.atomic():
         version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
         if version.status == DatasetStatus.READY:
             raise Conflict("dataset_ready", f"Version {version.number} is ready; a ready version is never rebuilt.")
-        if version.status == DatasetStatus.BUILDING and version.build_token and not _is_stale(version):
+        if version.status == DatasetStatus.BUILDING and LEASE.is_held(version):
             raise Conflict("dataset_building", f"Version {version.number} is being built right now.")
         version.status = DatasetStatus.BUILDING
         version.error = ""
@@ -135,8 +118,7 @@ def dataset_versions_sweep(*, now=None, max_attempts: int = 5) -> dict[str, int]
     now = now or timezone.now()
     # Stale: a build whose heartbeat stopped, or one queued that no worker ever started (its
     # message was lost, or the broker was away when it was queued).
-    stale_before = now - _stale_after()
-    stale_filter = Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, updated_at__lt=stale_before)
+    stale_filter = LEASE.stale_q(now)
     stale = DatasetVersion.objects.filter(stale_filter, status=DatasetStatus.BUILDING)
     requeued = failed = 0
     for version_id, attempts in stale.values_list("pk", "attempts"):
@@ -179,11 +161,11 @@ def _build_claim(version_id: int) -> tuple[DatasetVersion, str] | None:
         if version is None or version.status != DatasetStatus.BUILDING:
             return None
         now = timezone.now()
-        if version.build_token and not _is_stale(version, now):
+        if LEASE.is_held(version, now):
             return None
         parent = (DatasetVersion.objects.filter(project_id=version.project_id, status=DatasetStatus.READY,
                                                 number__lt=version.number).order_by("-number").first())
-        token = uuid.uuid4().hex
+        token = LEASE.new_token()
         version.build_token = token
         version.parent = parent
         version.attempts = F("attempts") + 1
@@ -208,8 +190,9 @@ def dataset_version_build(*, version_id: int) -> DatasetVersion | None:
     version, token = claim
     build = _Build(version, token)
     try:
-        build.run()
-    except BuildSuperseded:
+        with LEASE.heartbeat(version_id, token):
+            build.run()
+    except Superseded:
         log.info("dataset.build_superseded", version_id=version_id)
     except TRANSIENT_ERRORS as exc:
         reason = f"{type(exc).__name__}: {exc}"
@@ -262,15 +245,11 @@ class _Build:
     def beat(self, phase: str, progress: float, *, force: bool = False) -> None:
         """Record progress and a heartbeat (at most every few seconds); stop if another
         attempt has taken the version."""
-        if not force and time.monotonic() - self.last_beat < HEARTBEAT_SECONDS:
+        if not force and time.monotonic() - self.last_beat < PROGRESS_SECONDS:
             return
         self.last_beat = time.monotonic()
-        held = DatasetVersion.objects.filter(pk=self.version.pk, build_token=self.token,
-                                             status=DatasetStatus.BUILDING).update(
-            phase=phase, progress=round(min(max(progress, 0.0), 1.0), 4), heartbeat_at=timezone.now(),
-            updated_at=timezone.now())
-        if not held:
-            raise BuildSuperseded()
+        LEASE.update_if_held(self.version.pk, self.token, where={"status": DatasetStatus.BUILDING}, phase=phase,
+                             progress=round(min(max(progress, 0.0), 1.0), 4), heartbeat_at=timezone.now())
 
     def run(self) -> None:
         self.beat("reading", 0.0, force=True)
@@ -441,7 +420,7 @@ class _Build:
             futures = {pool.submit(self._upload_one, u): u for u in uploads}
             pending = set(futures)
             while pending:
-                done, pending = wait(pending, timeout=HEARTBEAT_SECONDS, return_when=FIRST_EXCEPTION)
+                done, pending = wait(pending, timeout=PROGRESS_SECONDS, return_when=FIRST_EXCEPTION)
                 for future in done:
                     upload = futures[future]
                     if future.result():
@@ -504,7 +483,7 @@ class _Build:
             locked = DatasetVersion.objects.select_for_update().filter(
                 pk=self.version.pk, build_token=self.token, status=DatasetStatus.BUILDING).first()
             if locked is None:
-                raise BuildSuperseded()
+                raise Superseded(self.version.pk)
             try:
                 if self.storage.exists(key):
                     raise ObjectExists(key)

@@ -36,9 +36,8 @@ from common.gateway import (
 )
 from common.json import loads_request
 from common.ttlcache import TTLCache
-from flywheel.apis import ingest_metrics_record, ingest_result_body
-from flywheel.serializers import PredictionsInputSerializer
-from flywheel.services import IngestResult, predictions_ingest
+from flywheel.ingest.serializers import PredictionsInputSerializer
+from flywheel.ingest.services import IngestResult, ingest_metrics_record, predictions_ingest
 
 ROUTE = re.compile(r"^/api/v1/projects/(?P<slug>[-a-zA-Z0-9_]+)/predictions/$")
 # Requests up to this many predictions are grouped; larger ones are a batch already.
@@ -85,7 +84,7 @@ class IngestGateway:
         except Exception as exc:  # noqa: BLE001 - error_answer logs any error the API does not know
             return error_answer(exc, project=slug)
         ingest_metrics_record(project=project, result=result, batch=batch, size=len(items), started=started)
-        return 201, ingest_result_body(result), {}
+        return 201, result.as_body(), {}
 
     async def _resolve(self, token: str, slug: str):
         """The user and project of a request, from the access cache or the database."""

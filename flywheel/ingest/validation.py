@@ -5,14 +5,13 @@ names its field (`predictions[3].confidence`) and its reason. No Django ORM here
 import base64
 import binascii
 import io
-import ipaddress
 import math
 import re
-import socket
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
+
+from common.url_safety import image_url_problem
 
 MODEL_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FEATURE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
@@ -365,69 +364,10 @@ def image_problem(value, limits: ImageLimits) -> str | None:
     return None
 
 
-URL_UNSAFE_RE = re.compile(r"[\x00-\x20\x7f\\]")
-LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
-NUMERIC_LABEL_RE = re.compile(r"^(?:[0-9]+|0[xX][0-9a-fA-F]*)$")
 
 
-def image_url_problem(value) -> str | None:
-    """Why an image reference is refused, or None. The service never fetches a URL given
-    to it: s3:// keys are read from its own storage, https:// URLs only go to the
-    annotator's browser, and even those may not point into private networks."""
-    if not isinstance(value, str) or len(value) > 2048:
-        return "Must be a URL string of at most 2048 characters."
-    # Browsers read a backslash as '/' and drop tabs and newlines, so the host they would
-    # load could differ from the one checked here (https://127.0.0.1\\@example.com).
-    if URL_UNSAFE_RE.search(value):
-        return "May not contain spaces, control characters or backslashes."
-    try:
-        parts = urlsplit(value)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError:
-        return "Is not a valid URL."
-    if parts.scheme == "s3":
-        if not parts.netloc or not parts.path.strip("/"):
-            return "An s3:// URL needs a bucket and a key."
-        if ".." in parts.path.split("/"):
-            return "The key may not contain '..' segments."
-        return None
-    if parts.scheme != "https":
-        return "Only s3:// and https:// image URLs are accepted."
-    if not hostname:
-        return "The URL has no host."
-    address, problem = _browser_host_address(hostname)
-    if problem:
-        return problem
-    if address is not None and not address.is_global:
-        return "Points at a private, loopback or link-local address."
-    return None
 
 
-def _browser_host_address(hostname: str):
-    """The IP address a browser would take `hostname` for (None for a name), or why the
-    host is refused. Browsers (the WHATWG URL standard) map full-width and other
-    look-alike characters to ASCII, percent-decode the host, ignore a trailing dot and
-    read 2130706433, 0x7f000001, 0177.0.0.1 and 127.1 as IPv4 addresses: each of these
-    reaches 127.0.0.1, so each is normalized before the check."""
-    try:
-        return ipaddress.ip_address(hostname), None
-    except ValueError:
-        pass
-    if "%" in hostname:
-        return None, "The host may not be percent-encoded."
-    try:
-        host = hostname.encode("idna").decode("ascii").lower().rstrip(".")
-    except UnicodeError:
-        return None, "The host is not a valid host name."
-    if host == "localhost" or host.endswith(LOCAL_SUFFIXES):
-        return None, "Points at a local host."
-    if NUMERIC_LABEL_RE.match(host.rsplit(".", 1)[-1]):
-        try:
-            return ipaddress.IPv4Address(socket.inet_aton(host)), None
-        except (OSError, ValueError):
-            return None, "The host is not a valid IPv4 address."
-    return None, None
 
 
 def infer_feature_schema(items: list[PredictionInput]) -> list[dict]:

@@ -3,9 +3,9 @@ resolved labels written the way labeling resolves them (one current row per pred
 
 from common.storage import get_storage
 from flywheel.datasets import services as datasets
+from flywheel.ingest.services import predictions_ingest
 from flywheel.ingest.validation import PredictionInput
 from flywheel.models import DatasetVersion, Prediction
-from flywheel.services import predictions_ingest
 from labeling.models import Label
 
 

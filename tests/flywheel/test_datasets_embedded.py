@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 SCRIPT = """
 from flywheel.datasets import services as datasets
-from flywheel.services import predictions_ingest, project_create
+from flywheel.projects import project_create
+from flywheel.ingest.services import predictions_ingest
 from flywheel.ingest.validation import PredictionInput
 from labeling.models import Label
 from flywheel.models import Prediction

@@ -16,7 +16,7 @@ from accounts.models import AuditEvent, Role
 from common.storage import get_storage
 from flywheel.models import ModelAlias, ModelPromotion, ModelVersion, Project, TrainingRun
 from flywheel.tasks import retraining_triggers_task, training_stage_task, training_watchdog_task
-from flywheel.training import runs as training
+from flywheel.training import runs, triggers
 from monitoring import selectors as monitoring_selectors
 from monitoring.models import DriftReport
 from tests import factories
@@ -38,7 +38,7 @@ def ops(db):
 
 
 def _request(inline, project, trigger="manual", **kw):
-    return inline(training.training_run_request, project=project, trigger=trigger, **kw)
+    return inline(runs.training_run_request, project=project, trigger=trigger, **kw)
 
 
 def test_a_run_builds_trains_judges_and_promotes_its_candidate(inline, db):
@@ -151,19 +151,19 @@ def test_triggers_together_share_a_run_and_one_during_a_run_is_queued(db):
     project = digits_project()
     running = TrainingRun.objects.create(project=project, number=1, status="running", trigger="manual",
                                          trainer="sklearn")
-    joined = training.training_run_request(project=project, trigger="schedule")
+    joined = runs.training_run_request(project=project, trigger="schedule")
     assert joined.pk == running.pk and [t["trigger"] for t in joined.triggers] == ["schedule"]
     # Once the run has read its data, a new trigger waits for the next run.
     from flywheel.models import DatasetVersion
     running.dataset_version = DatasetVersion.objects.create(project=project, number=1)
     running.save()
-    queued = training.training_run_request(project=project, trigger="drift")
-    again = training.training_run_request(project=project, trigger="new_labels", details={"new_labels": 600})
+    queued = runs.training_run_request(project=project, trigger="drift")
+    again = runs.training_run_request(project=project, trigger="new_labels", details={"new_labels": 600})
     assert queued.pk == again.pk and again.status == "queued" and again.number == 2
     assert [t["trigger"] for t in again.triggers] == ["drift", "new_labels"]
     assert TrainingRun.objects.count() == 2
     # When the running one ends, the queued one starts.
-    training.training_run_fail(run_id=running.pk, reason="test")
+    runs.training_run_fail(run_id=running.pk, reason="test")
     again.refresh_from_db()
     assert again.status == "running" and again.stage == "dataset"
 
@@ -171,30 +171,30 @@ def test_triggers_together_share_a_run_and_one_during_a_run_is_queued(db):
 def test_triggers_start_runs_on_new_labels_drift_and_schedule(db):
     project = digits_project(retraining={"min_new_labels": 100, "on_drift": True, "schedule": "daily"})
     log_and_label(project, start=0, count=50)
-    assert training.retraining_triggers_evaluate() == [] or TrainingRun.objects.get().trigger == "schedule"
+    assert triggers.retraining_triggers_evaluate() == [] or TrainingRun.objects.get().trigger == "schedule"
     TrainingRun.objects.all().delete()
     project.retraining = {**project.retraining, "schedule": "none"}
     project.save()
-    assert training.retraining_triggers_evaluate() == []  # 50 labels < 100, no drift
+    assert triggers.retraining_triggers_evaluate() == []  # 50 labels < 100, no drift
     log_and_label(project, start=50, count=60)
-    [run_id] = training.retraining_triggers_evaluate()
+    [run_id] = triggers.retraining_triggers_evaluate()
     run = TrainingRun.objects.get(pk=run_id)
     assert run.trigger == "new_labels" and run.triggers[0]["new_labels"] == 110
     run.status = "failed"
     run.save()
-    assert training.retraining_triggers_evaluate() == []  # counted again from the last run
+    assert triggers.retraining_triggers_evaluate() == []  # counted again from the last run
     now = timezone.now()
     DriftReport.objects.create(project=project, created_at=now, trigger="scheduled",
                                window_start=now - timedelta(hours=1), window_end=now, window_count=100,
                                reference_info={}, drifted=True, features=[], prediction={}, policy={},
                                duration_ms=1.0)
-    [drift_run] = training.retraining_triggers_evaluate()
+    [drift_run] = triggers.retraining_triggers_evaluate()
     assert TrainingRun.objects.get(pk=drift_run).trigger == "drift"
     project.retraining = {**project.retraining, "schedule": "hourly", "on_drift": False, "min_new_labels": 0}
     project.save()
     TrainingRun.objects.update(status="failed", created_at=timezone.now() - timedelta(hours=2))
     log_and_label(project, start=110, count=5)
-    [scheduled] = training.retraining_triggers_evaluate()
+    [scheduled] = triggers.retraining_triggers_evaluate()
     assert TrainingRun.objects.get(pk=scheduled).trigger == "schedule"
 
 
@@ -281,14 +281,14 @@ def test_the_watchdog_requeues_a_dead_stage_and_fails_a_run_that_keeps_dying(inl
     run = TrainingRun.objects.create(project=project, number=1, status="running", stage="dataset", trigger="manual",
                                      trainer="sklearn", token="dead-worker", attempts=1,
                                      heartbeat_at=timezone.now() - timedelta(hours=1))
-    assert inline(training.training_watchdog) == [run.pk]
+    assert inline(runs.training_watchdog) == [run.pk]
     run.refresh_from_db()
     assert run.status == "succeeded" and run.promoted  # picked up again and finished, once
     assert ModelVersion.objects.filter(source="trained").count() == 1
     stuck = TrainingRun.objects.create(project=project, number=2, status="running", stage="train", trigger="manual",
                                        trainer="sklearn", token="dead-again", attempts=6,
                                        heartbeat_at=timezone.now() - timedelta(hours=1))
-    assert training.training_watchdog() == []
+    assert runs.training_watchdog() == []
     stuck.refresh_from_db()
     assert stuck.status == "failed" and "died 6 times" in stuck.error
 
@@ -299,16 +299,16 @@ def test_the_watchdog_resends_a_stage_whose_message_was_lost(inline, db):
     backoff, and not before: a retry chain still sleeping is not doubled."""
     project = digits_project()
     log_and_label(project, start=0, count=600)
-    quiet_for = timedelta(seconds=training.STAGE_BACKOFF_MAX_SECONDS) + training._stale_after()
+    quiet_for = timedelta(seconds=runs.STAGE_BACKOFF_MAX_SECONDS) + runs.LEASE.stale_after()
     run = TrainingRun.objects.create(project=project, number=1, status="running", stage="dataset", trigger="manual",
                                      trainer="sklearn")
     TrainingRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - quiet_for / 2)
-    assert inline(training.training_watchdog) == []
+    assert inline(runs.training_watchdog) == []
     TrainingRun.objects.filter(pk=run.pk).update(updated_at=timezone.now() - quiet_for - timedelta(seconds=5))
-    assert inline(training.training_watchdog) == [run.pk]
+    assert inline(runs.training_watchdog) == [run.pk]
     run.refresh_from_db()
     assert run.status == "succeeded" and run.promoted
-    assert inline(training.training_watchdog) == []
+    assert inline(runs.training_watchdog) == []
 
 
 class _Receiver(http.server.BaseHTTPRequestHandler):

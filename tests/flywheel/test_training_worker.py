@@ -8,7 +8,7 @@ from django.db import connection
 from django.test import override_settings
 
 from flywheel.models import ModelAlias, ModelPromotion, ModelVersion, TrainingRun
-from flywheel.training import runs as training
+from flywheel.training import runs
 from monitoring import selectors as monitoring_selectors
 from tests.flywheel.training_data import digits_project, log_and_label
 from tests.worker import CeleryProcess, broker_mode, wait_until
@@ -51,7 +51,7 @@ def test_a_worker_killed_mid_training_is_redelivered_and_the_run_finishes_once()
     project = digits_project(retraining={"trainer": "slow"})
     log_and_label(project, start=0, count=600)
     with CeleryProcess(**SLOW) as first, broker_mode():
-        run = training.training_run_request(project=project, trigger="manual")
+        run = runs.training_run_request(project=project, trigger="manual")
         wait_until(lambda: TrainingRun.objects.get(pk=run.pk).stage == "train"
                    and TrainingRun.objects.get(pk=run.pk).token != "", timeout=90, message="training began")
         first.kill()  # SIGKILL: no ack, no cleanup
@@ -69,11 +69,11 @@ def test_two_triggers_at_once_make_one_run():
     project = digits_project()
     log_and_label(project, start=0, count=600)
     barrier = threading.Barrier(2)
-    runs = []
+    requested = []
 
     def trigger(kind):
         barrier.wait()
-        runs.append(training.training_run_request(project=project, trigger=kind).pk)
+        requested.append(runs.training_run_request(project=project, trigger=kind).pk)
         connection.close()
 
     with CeleryProcess(), broker_mode():
@@ -82,8 +82,8 @@ def test_two_triggers_at_once_make_one_run():
             thread.start()
         for thread in threads:
             thread.join()
-        assert len(set(runs)) == 1
-        wait_until(_finished(runs[0]), timeout=180, message="the run finished")
+        assert len(set(requested)) == 1
+        wait_until(_finished(requested[0]), timeout=180, message="the run finished")
     run = TrainingRun.objects.get()
     assert sorted(t["trigger"] for t in run.triggers) == ["drift", "new_labels"]
     assert ModelVersion.objects.filter(source="trained").count() == 1

@@ -4,9 +4,10 @@ pixel features), logged as predictions and labeled with their true digits."""
 import numpy as np
 from sklearn.datasets import load_digits
 
+from flywheel.ingest.services import predictions_ingest
 from flywheel.ingest.validation import PredictionInput
 from flywheel.models import Prediction, Project
-from flywheel.services import predictions_ingest, project_create
+from flywheel.projects import project_create
 from labeling.models import Label
 
 FEATURES = [f"px{i}" for i in range(64)]

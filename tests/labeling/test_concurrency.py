@@ -100,7 +100,8 @@ from django.core.management import call_command
 from django.db import connection
 call_command("migrate", verbosity=0)
 from accounts.services import account_upsert
-from flywheel.services import project_create, predictions_ingest
+from flywheel.projects import project_create
+from flywheel.ingest.services import predictions_ingest
 from flywheel.ingest.validation import PredictionInput
 from labeling import services
 from labeling.models import Task

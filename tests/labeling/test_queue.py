@@ -13,7 +13,7 @@ from PIL import Image
 
 from accounts.models import AuditEvent, Role
 from flywheel.models import ModelVersion, Project
-from flywheel.training import runs as training
+from flywheel.training import registry
 from labeling import services
 from labeling.models import Annotation, Label, Lease, Task
 from labeling.tasks import leases_sweep
@@ -78,7 +78,7 @@ def test_a_new_champion_is_served_its_own_uncertain_predictions_before_stale_one
     _, holder = annotator(project)
     assert claim(holder)["prediction"]["id"] == "p-0"  # held across the promotion: keeps its lease
     project.refresh_from_db()
-    training.model_promote(project=project, model_version=ModelVersion.objects.get(project=project, name="v2"))
+    registry.model_promote(project=project, model_version=ModelVersion.objects.get(project=project, name="v2"))
     _, client = annotator(project)
     served = [claim(client)["prediction"]["id"] for _ in range(3)]
     assert served == (["p-10", "p-1", "p-2"] if demote_stale else ["p-1", "p-2", "p-10"])

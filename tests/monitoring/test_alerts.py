@@ -9,7 +9,8 @@ import pytest
 from django.test import override_settings
 from structlog.testing import capture_logs
 
-from monitoring import services, webhooks
+from common import url_safety
+from monitoring import services
 from monitoring.models import AlertState, DeliveryState, DriftAlert, DriftReport, WebhookAttempt, WebhookDelivery
 from monitoring.policy import DriftPolicy
 from tests.monitoring.conftest import WEBHOOK_SECRET, post_traffic, traffic
@@ -186,8 +187,8 @@ def test_urls_that_are_refused_when_set(ops_client, project, url, reason):
 @override_settings(FLYWHEEL_WEBHOOK_TRUSTED_HOSTS=["relay.internal"])
 def test_a_trusted_host_may_be_plain_http_and_private(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(0, 0, 0, "", ("10.1.2.3", 80))])
-    target = webhooks.url_check("http://relay.internal/drift")
-    assert webhooks.address_for(target) == "10.1.2.3"
+    target = url_safety.url_check("http://relay.internal/drift")
+    assert url_safety.address_for(target) == "10.1.2.3"
 
 
 @pytest.mark.parametrize("address", ["10.0.0.5", "192.168.1.1", "169.254.169.254", "127.0.0.1", "::1", "fd00::1",
@@ -195,8 +196,8 @@ def test_a_trusted_host_may_be_plain_http_and_private(monkeypatch):
 def test_a_public_name_resolving_to_a_private_address_is_refused(monkeypatch, address):
     # DNS is outside the system: an attacker's name may resolve anywhere.
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [(0, 0, 0, "", (address, 443))])
-    with pytest.raises(webhooks.WebhookURLError, match="non-public"):
-        webhooks.address_for(webhooks.url_check("https://alerts.example.com/hook"))
+    with pytest.raises(url_safety.URLRefused, match="non-public"):
+        url_safety.address_for(url_safety.url_check("https://alerts.example.com/hook"))
 
 
 def test_the_secret_is_required_and_never_shown(ops_client, project):

@@ -1,5 +1,7 @@
-"""Writes of the flywheel app: projects, model versions, and prediction ingestion."""
+"""Writes of ingestion: model versions apps name, predictions (validated, stored and routed
+in one transaction) and end users' feedback on them."""
 
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,7 +12,6 @@ import structlog
 from django.db import connection, transaction
 from django.utils import timezone
 
-from accounts.services import audit_record, membership_add
 from common.errors import DomainError, NotFound, validation_message
 from flywheel.ingest import routing
 from flywheel.ingest.feedback import FeedbackPolicy, Signal
@@ -25,78 +26,16 @@ from flywheel.ingest.validation import (
 from flywheel.models import Feedback, IngestBatch, ModelVersion, Prediction, Project, RoutingBudget
 from labeling import selectors as labeling_selectors
 from labeling import services as labeling_services
-from labeling.policy import LabelingPolicy
-from monitoring.policy import drift_policy_merge
+from monitoring import metrics
 
 log = structlog.get_logger(__name__)
 
 ROUTING_REASONS = (routing.Reason.LOW_CONFIDENCE, routing.Reason.AUDIT)
 
 
-# --- Projects ---------------------------------------------------------------------------------
 
 
-@transaction.atomic
-def project_create(*, slug: str, name: str, labels: list[str], features: list[dict] | None = None,
-                   routing_policy: dict | None = None, retraining: dict | None = None,
-                   drift: dict | None = None, feedback: dict | None = None, slices: list[str] | None = None,
-                   labeling: dict | None = None, actor=None) -> Project:
-    if Project.objects.filter(slug=slug).exists():
-        raise DomainError("project_exists", f"A project with slug '{slug}' already exists.", status_code=409,
-                          fields={"slug": ["A project with this slug already exists."]})
-    project = Project.objects.create(
-        slug=slug, name=name, labels=labels, features=features or [],
-        routing=routing.RoutingPolicy.from_dict(routing_policy).as_dict(),
-        retraining=retraining or {}, drift=drift_policy_merge(current=None, changes=drift),
-        feedback=FeedbackPolicy.from_dict(feedback).as_dict(), slices=slices or [],
-        labeling=LabelingPolicy.from_dict(labeling).as_dict(),
-    )
-    if actor is not None and getattr(actor, "pk", None):
-        membership_add(user=actor, project=project)
-    audit_record(actor=actor, action="project.create", project=project, target=slug)
-    log.info("project.created", project=slug, labels=len(labels))
-    return project
 
-
-@transaction.atomic
-def project_update(*, project: Project, changes: dict, actor=None) -> Project:
-    """Apply a PATCH. Labels and features can only grow: removing one would orphan the
-    predictions and labels that use it."""
-    project = Project.objects.select_for_update().get(pk=project.pk)
-    if "labels" in changes:
-        removed = [label for label in project.labels if label not in changes["labels"]]
-        if removed:
-            raise DomainError("labels_removed", f"Labels cannot be removed (missing: {', '.join(removed)}).",
-                              fields={"labels": [f"Labels cannot be removed: {', '.join(removed)}."]})
-        project.labels = changes["labels"]
-    if "features" in changes:
-        current = {f["name"]: f["type"] for f in project.features}
-        proposed = {f["name"]: f["type"] for f in changes["features"]}
-        lost = [name for name in current if name not in proposed]
-        retyped = [name for name in current if name in proposed and proposed[name] != current[name]]
-        if lost or retyped:
-            raise DomainError("features_changed", "Features can be added, not removed or retyped.",
-                              fields={"features": [f"Cannot remove or retype: {', '.join(lost + retyped)}."]})
-        project.features = changes["features"]
-    if "routing" in changes:
-        merged = {**project.routing, **changes["routing"]}
-        project.routing = routing.RoutingPolicy.from_dict(merged).as_dict()
-    if "labeling" in changes:
-        project.labeling = LabelingPolicy.from_dict({**project.labeling, **changes["labeling"]}).as_dict()
-    if "feedback" in changes:
-        project.feedback = FeedbackPolicy.from_dict({**project.feedback, **changes["feedback"]}).as_dict()
-    if "drift" in changes:
-        project.drift = drift_policy_merge(current=project.drift, changes=changes["drift"])
-    for key in ("name", "retraining", "slices"):
-        if key in changes:
-            value = changes[key]
-            if isinstance(value, dict):
-                value = {**getattr(project, key), **value}
-            setattr(project, key, value)
-    project.save()
-    audit_record(actor=actor, action="project.update", project=project, target=project.slug,
-                 details={"fields": sorted(changes)})
-    return project
 
 
 # --- Model versions -------------------------------------------------------------------------------
@@ -133,6 +72,10 @@ class IngestResult:
     duplicates: int = 0
     results: list[dict] = field(default_factory=list)
     routed: dict[str, int] = field(default_factory=dict)
+
+    def as_body(self) -> dict:
+        """The answer the API gives (docs/api.md: Predictions)."""
+        return {"created": self.created, "duplicates": self.duplicates, "results": self.results}
 
     def split(self, sizes: list[int]) -> list["IngestResult"]:
         """The results of requests that were ingested together, one per request, in order."""
@@ -452,3 +395,14 @@ def _feedback_act(*, project: Project, predictions: list[Prediction], result: Fe
         labeling_services.tasks_cancel_resolved(prediction_ids=resolved)
     labeling_services.tasks_create(project_id=project.pk, specs=tasks,
                                    annotations_required=routing_policy.annotations_per_task)
+
+
+def ingest_metrics_record(*, project, result: IngestResult, batch: bool, size: int, started: float) -> None:
+    """Prometheus figures of one ingestion request, from the API view or the gateway."""
+    metrics.INGEST_SECONDS.labels("batch" if batch else "single").observe(time.perf_counter() - started)
+    metrics.INGEST_BATCH_SIZE.observe(size)
+    metrics.PREDICTIONS_INGESTED.labels(project.slug, "created").inc(result.created)
+    if result.duplicates:
+        metrics.PREDICTIONS_INGESTED.labels(project.slug, "duplicate").inc(result.duplicates)
+    for reason, count in result.routed.items():
+        metrics.PREDICTIONS_ROUTED.labels(project.slug, reason).inc(count)

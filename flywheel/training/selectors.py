@@ -1,0 +1,99 @@
+"""Reads of training: the model registry, training runs and promotions, and each model
+version's production accuracy from the audit sample."""
+
+
+from django.db.models import Count
+
+from common.errors import NotFound
+from flywheel.ingest.feedback import HUMAN_SOURCES
+from flywheel.models import ModelPromotion, ModelVersion, Prediction, Project, TrainingRun
+from flywheel.training import accuracy
+from labeling import selectors as labeling_selectors
+
+
+def production_accuracy(*, project: Project) -> list[dict]:
+    """Per model version, how accurate it really is, estimated from the random audit sample
+    and the labels people gave it (feedback labels are left out: end users see the model's
+    answer, so their labels lean towards it). With 95% intervals; per true label, per
+    predicted label, per value of each declared metadata slice; and calibration."""
+    labeled = dict(labeling_selectors.audit_labels(project_id=project.pk, human_sources=HUMAN_SOURCES))
+    audited = (Prediction.objects.filter(project=project, audit=True)
+               .values("model_version__name").annotate(n=Count("id")))
+    sample_size = {row["model_version__name"]: row["n"] for row in audited}
+    rows = (Prediction.objects.filter(pk__in=list(labeled)).values_list(
+        "id", "model_version__name", "label", "confidence", "metadata").order_by("id"))
+    by_version: dict[str, list] = {}
+    for pk, version, predicted, confidence, metadata in rows:
+        by_version.setdefault(version, []).append((labeled[pk], predicted, confidence, metadata or {}))
+    out = []
+    for version in sorted(set(sample_size) | set(by_version)):
+        items = by_version.get(version, [])
+        truth = [t for t, _, _, _ in items]
+        predicted = [p for _, p, _, _ in items]
+        slices = {key: accuracy.accuracy_by([str(m.get(key)) for _, _, _, m in items], predicted, truth)
+                  for key in project.slices}
+        out.append({
+            "model_version": version,
+            "audit": {"predictions": sample_size.get(version, 0), "labeled": len(items)},
+            "accuracy": accuracy.accuracy(predicted, truth).as_dict(),
+            "by_label": accuracy.accuracy_by(truth, predicted, truth),
+            "by_predicted_label": accuracy.accuracy_by(predicted, predicted, truth),
+            "slices": slices,
+            "calibration": accuracy.calibration([c for _, _, c, _ in items],
+                                                [p == t for p, t in zip(predicted, truth, strict=True)]),
+        })
+    return out
+
+
+
+
+def model_versions(*, project: Project) -> list[ModelVersion]:
+    """The registry: every version with its aliases, newest first."""
+    versions = list(ModelVersion.objects.filter(project=project).select_related("dataset_version")
+                    .prefetch_related("aliases").order_by("-created_at", "-id"))
+    for version in versions:
+        version.alias_names = sorted(a.alias for a in version.aliases.all())
+    return versions
+
+
+def model_version_get(*, project: Project, name: str) -> ModelVersion:
+    version = ModelVersion.objects.filter(project=project, name=name).first()
+    if version is None:
+        raise NotFound("model_version_not_found", f"No model version '{name}' in project '{project.slug}'.")
+    return version
+
+
+def training_runs(*, project: Project, limit: int = 50) -> list[TrainingRun]:
+    return list(TrainingRun.objects.filter(project=project).select_related(
+        "dataset_version", "eval_dataset_version", "model_version", "champion").order_by("-number")[:limit])
+
+
+def training_run_get(*, project: Project, number: int) -> TrainingRun:
+    run = TrainingRun.objects.filter(project=project, number=number).select_related(
+        "dataset_version", "eval_dataset_version", "model_version", "champion").first()
+    if run is None:
+        raise NotFound("training_run_not_found", f"No training run {number} in project '{project.slug}'.")
+    return run
+
+
+def promotions(*, project: Project, limit: int = 20) -> list[ModelPromotion]:
+    return list(ModelPromotion.objects.filter(project=project).select_related(
+        "model_version", "previous", "training_run")[:limit])
+
+
+def training_run_by_id(*, project: Project, run_id: int) -> TrainingRun:
+    run = TrainingRun.objects.filter(project=project, pk=run_id).select_related(
+        "project", "dataset_version", "eval_dataset_version", "model_version", "champion").first()
+    if run is None:
+        raise NotFound("training_run_not_found", f"No training run {run_id} in project '{project.slug}'.")
+    return run
+
+
+def training_run_for_user(*, user, run_id: int) -> TrainingRun:
+    """A run of a project the user may see; any other is the same 404."""
+    from accounts.selectors import projects_for_user
+
+    run = TrainingRun.objects.filter(pk=run_id, project__in=projects_for_user(user)).select_related("project").first()
+    if run is None:
+        raise NotFound("training_run_not_found", f"No training run {run_id}.")
+    return run
