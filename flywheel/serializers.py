@@ -5,18 +5,15 @@ import math
 from django.conf import settings
 from rest_framework import serializers
 
+from common.serializers import PolicySerializer
 from common.url_safety import URLRefused, url_check
 from flywheel.ingest import routing
-from flywheel.ingest.validation import (
-    FEATURE_NAME_RE,
-)
+from flywheel.ingest.validation import FEATURE_NAME_RE
 from flywheel.models import FeatureType, Project
 from flywheel.training import evaluation
-from flywheel.training.runs import RetrainingPolicy
+from flywheel.training.policy import RetrainingPolicy
 from monitoring.policy import DriftPolicy
 from monitoring.serializers import DriftPolicySerializer
-
-# --- Projects --------------------------------------------------------------------------------
 
 
 class FeatureSerializer(serializers.Serializer):
@@ -49,7 +46,7 @@ class FeatureSerializer(serializers.Serializer):
         return attrs
 
 
-class RoutingPolicySerializer(serializers.Serializer):
+class RoutingPolicySerializer(PolicySerializer):
     uncertainty = serializers.ChoiceField(choices=routing.UNCERTAINTY_METHODS, required=False,
                                           help_text="How uncertainty is scored.")
     threshold = serializers.FloatField(min_value=0.0, max_value=1.0, required=False,
@@ -68,7 +65,7 @@ class RoutingPolicySerializer(serializers.Serializer):
                                   "task is canceled (audit tasks stay).")
 
 
-class RetrainingPolicySerializer(serializers.Serializer):
+class RetrainingPolicySerializer(PolicySerializer):
     min_new_labels = serializers.IntegerField(min_value=0, required=False,
                                               help_text="Retrain once this many new resolved labels exist (0: never).")
     on_drift = serializers.BooleanField(required=False, help_text="Retrain when a drift check reports drift.")
@@ -114,7 +111,7 @@ class RetrainingPolicySerializer(serializers.Serializer):
         return value
 
 
-class FeedbackPolicySerializer(serializers.Serializer):
+class FeedbackPolicySerializer(PolicySerializer):
     min_users = serializers.IntegerField(min_value=1, max_value=1000, required=False,
                                          help_text="Distinct end users agreeing on a label that resolve it.")
     accept_runner_up = serializers.BooleanField(required=False,
@@ -123,7 +120,7 @@ class FeedbackPolicySerializer(serializers.Serializer):
                                                  help_text="Send corrections not trusted alone to the queue.")
 
 
-class LabelingPolicySerializer(serializers.Serializer):
+class LabelingPolicySerializer(PolicySerializer):
     gold_rate = serializers.FloatField(min_value=0.0, max_value=1.0, required=False,
                                        help_text="Share of served tasks that are gold tasks.")
     min_agreement = serializers.FloatField(min_value=0.0, max_value=1.0, required=False,
@@ -144,7 +141,7 @@ class ProjectInputSerializer(serializers.Serializer):
     routing = RoutingPolicySerializer(required=False)
     retraining = RetrainingPolicySerializer(required=False)
     labeling = LabelingPolicySerializer(required=False)
-    drift = DriftPolicySerializer(required=False, help_text="Drift policy (README.md, Drift).")
+    drift = DriftPolicySerializer(required=False, help_text="Drift policy (docs/api.md: Drift).")
     feedback = FeedbackPolicySerializer(required=False)
     slices = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=20,
                                    help_text="Metadata keys reported as slices.")

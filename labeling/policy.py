@@ -1,23 +1,18 @@
 """A project's labeling policy: how gold tasks are mixed in and when overlap needs review."""
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from common.policy import Policy
 
 
 @dataclass(frozen=True)
-class LabelingPolicy:
+class LabelingPolicy(Policy):
     # Share of the tasks an annotator is served that are gold tasks (known answers).
     gold_rate: float = 0.05
     # With overlap, the majority label is accepted when this share of annotators agree on
     # it (and no other label ties it); otherwise the task goes to review.
     min_agreement: float = 0.6
 
-    @classmethod
-    def from_dict(cls, data: Mapping | None) -> "LabelingPolicy":
-        return cls(**{k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 # How much training trusts a resolved label, by where it came from. Feedback from end

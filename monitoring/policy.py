@@ -2,15 +2,16 @@
 checks run, and where alerts go."""
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
+from common.policy import Policy
 from monitoring import stats
 
 SECRET_MASK = "********"
 
 
 @dataclass(frozen=True)
-class DriftPolicy:
+class DriftPolicy(Policy):
     # PSI a field must reach to count as a practical shift (0.1: "moderate" by the usual
     # rule of thumb); small windows need more, see stats.psi_noise_threshold.
     psi_threshold: float = 0.1
@@ -28,13 +29,6 @@ class DriftPolicy:
     webhook_url: str = ""
     webhook_secret: str = ""
 
-    @classmethod
-    def from_dict(cls, data: Mapping | None) -> "DriftPolicy":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
     def masked(self) -> dict:
         """The policy as anyone who may read the project sees it: the secret is not shown."""

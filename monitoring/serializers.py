@@ -6,12 +6,13 @@ from datetime import timedelta
 from rest_framework import serializers
 
 from common import url_safety
+from common.serializers import PolicySerializer
 from monitoring.policy import SECRET_MASK
 
 MAX_WINDOW = timedelta(days=400)
 
 
-class DriftPolicySerializer(serializers.Serializer):
+class DriftPolicySerializer(PolicySerializer):
     psi_threshold = serializers.FloatField(min_value=0.001, max_value=10, required=False,
                                            help_text="PSI a field must reach to count as a practical shift.")
     fdr = serializers.FloatField(min_value=0.0001, max_value=0.5, required=False,

@@ -2,13 +2,15 @@
 Pure Python: the decision for one prediction, from everything known about it."""
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
+from common.policy import Policy
 
 HUMAN_SOURCES = frozenset({"annotation", "consensus", "review", "gold"})
 
 
 @dataclass(frozen=True)
-class FeedbackPolicy:
+class FeedbackPolicy(Policy):
     # This many distinct end users agreeing on a label (a confirm agrees with the model's
     # label, a correction with its own) make it the resolved label.
     min_users: int = 3
@@ -18,12 +20,6 @@ class FeedbackPolicy:
     # A correction that is not trusted on its own is sent to the annotation queue.
     queue_corrections: bool = True
 
-    @classmethod
-    def from_dict(cls, data: Mapping | None) -> "FeedbackPolicy":
-        return cls(**{k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

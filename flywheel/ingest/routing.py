@@ -3,7 +3,9 @@
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+
+from common.policy import Policy
 
 UNCERTAINTY_METHODS = ("least_confidence", "margin", "entropy")
 
@@ -23,7 +25,7 @@ class Reason:
 
 
 @dataclass(frozen=True)
-class RoutingPolicy:
+class RoutingPolicy(Policy):
     uncertainty: str = "least_confidence"
     # Route when the uncertainty score (0 = certain, 1 = as unsure as it gets) reaches this.
     threshold: float = 0.3
@@ -43,13 +45,6 @@ class RoutingPolicy:
     # predictions end users found wrong and overstate accuracy.
     skip_resolved: bool = True
 
-    @classmethod
-    def from_dict(cls, data: Mapping | None) -> "RoutingPolicy":
-        known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,12 @@ champion. Pure Python and NumPy/SciPy; no Django."""
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import binomtest
 
+from common.policy import Policy
 from flywheel.training.accuracy import calibration
 
 
@@ -54,7 +55,7 @@ def majority_baseline(train_labels: Sequence[str], eval_size: int) -> list[str]:
 
 
 @dataclass(frozen=True)
-class GatePolicy:
+class GatePolicy(Policy):
     primary_metric: str = "macro_f1"  # or "accuracy"
     # The candidate must beat the champion by at least this much on the primary metric...
     min_improvement: float = 0.005
@@ -66,12 +67,6 @@ class GatePolicy:
     # Slices with fewer evaluation rows are too noisy to judge.
     min_slice_size: int = 30
 
-    @classmethod
-    def from_dict(cls, data: Mapping | None) -> "GatePolicy":
-        return cls(**{k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -1,15 +1,16 @@
 """The retraining policy a project sets, and the trainer plug-in it names."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from common.errors import DomainError
+from common.policy import Policy
 
 
 @dataclass(frozen=True)
-class RetrainingPolicy:
+class RetrainingPolicy(Policy):
     # Retrain once this many labels were resolved since the last run started.
     min_new_labels: int = 500
     # Retrain when a drift check reports drift (since the last run started).
@@ -31,12 +32,6 @@ class RetrainingPolicy:
     external_url: str = ""
     external_secret: str = ""
 
-    @classmethod
-    def from_dict(cls, data) -> "RetrainingPolicy":
-        return cls(**{k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def trainer_for(name: str, *, policy: RetrainingPolicy | None = None):

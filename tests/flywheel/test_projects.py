@@ -162,3 +162,36 @@ def test_flywheel_user_rotate_token_revokes_the_old_one(db):
 def test_flywheel_user_refuses_unknown_project(db):
     with pytest.raises(CommandError, match="No project 'ghost'"):
         call_command("flywheel_user", "x", "--role", "app", "--project", "ghost", stdout=StringIO())
+
+
+@pytest.mark.parametrize("policy, key, reason", [
+    ("routing", "thresold", "Unknown key; did you mean 'threshold'?"),
+    ("labeling", "gold_rat", "Unknown key; did you mean 'gold_rate'?"),
+    ("feedback", "min_user", "Unknown key; did you mean 'min_users'?"),
+    ("drift", "psi_treshold", "Unknown key; did you mean 'psi_threshold'?"),
+    ("retraining", "min_improvment", "Unknown key; did you mean 'min_improvement'?"),
+    ("retraining", "colour", "Unknown key."),
+])
+def test_a_policy_key_nobody_knows_is_refused_with_the_key_probably_meant(ops, policy, key, reason):
+    _, client = ops
+    body = {**BODY, policy: {**BODY.get(policy, {}), key: 0.3}}
+    response = client.post("/api/v1/projects/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {f"{policy}.{key}": [reason]}
+    assert not Project.objects.exists()
+
+    assert client.post("/api/v1/projects/", BODY, format="json").status_code == 201
+    before = Project.objects.values(policy).get()
+    response = client.patch("/api/v1/projects/digits/", {policy: {key: 0.3}}, format="json")
+    assert response.status_code == 400 and f"{policy}.{key}" in response.json()["error"]["fields"]
+    assert Project.objects.values(policy).get() == before
+
+
+def test_every_key_a_project_shows_can_be_sent_back(ops):
+    """Ops may GET a project, change a value and PATCH every policy back whole."""
+    _, client = ops
+    shown = client.post("/api/v1/projects/", BODY, format="json").json()
+    changes = {name: shown[name] for name in ("routing", "labeling", "feedback", "drift")}
+    changes["retraining"] = {k: v for k, v in shown["retraining"].items() if k != "external_secret"}
+    response = client.patch("/api/v1/projects/digits/", changes, format="json")
+    assert response.status_code == 200, response.json()
