@@ -20,6 +20,11 @@ class Estimate:
         return {"accuracy": self.value, "low": self.low, "high": self.high, "correct": self.correct, "n": self.n}
 
 
+# Written here rather than taken from SciPy (binomtest(k, n).proportion_ci(method="wilsoncc")
+# gives the same bounds, to 1e-16 over 300 random cases): SciPy's call also computes the
+# exact test's p-value, 150-350 us against 1.6 us here, and production accuracy asks for
+# an interval per model version, label, predicted label, slice value and confidence bin on
+# every stats and dashboard read. tests/flywheel/training/test_accuracy.py holds it to SciPy's.
 def wilson(correct: int, n: int, z: float = Z_95) -> Estimate:
     """The Wilson score interval for a proportion, with continuity correction (Newcombe
     1998). Unlike the normal approximation it stays inside [0, 1] and holds up for small

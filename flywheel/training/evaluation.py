@@ -5,8 +5,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from scipy.stats import binomtest
+from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from common.policy import Policy
 from flywheel.training.accuracy import calibration
@@ -36,16 +36,11 @@ def _core(truth: Sequence[str], predicted: Sequence[str]) -> dict:
     if n == 0:
         return {"n": 0, "accuracy": None, "macro_f1": None, "recall": {}}
     labels = sorted(set(truth) | set(predicted))
-    f1s, recall = [], {}
-    for label in labels:
-        tp = sum(1 for t, p in zip(truth, predicted, strict=True) if t == label and p == label)
-        fp = sum(1 for t, p in zip(truth, predicted, strict=True) if t != label and p == label)
-        fn = sum(1 for t, p in zip(truth, predicted, strict=True) if t == label and p != label)
-        if tp + fn:
-            recall[label] = tp / (tp + fn)
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    accuracy = sum(1 for t, p in zip(truth, predicted, strict=True) if t == p) / n
-    return {"n": n, "accuracy": accuracy, "macro_f1": float(np.mean(f1s)), "recall": recall}
+    f1 = f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)
+    recalls = recall_score(truth, predicted, labels=labels, average=None, zero_division=0)
+    present = set(truth)
+    return {"n": n, "accuracy": float(accuracy_score(truth, predicted)), "macro_f1": float(f1),
+            "recall": {label: float(r) for label, r in zip(labels, recalls, strict=True) if label in present}}
 
 
 def majority_baseline(train_labels: Sequence[str], eval_size: int) -> list[str]:

@@ -54,3 +54,14 @@ def test_calibration_and_expected_calibration_error():
     # |0.5-0.55| * 0.5 + |0.9-0.95| * 0.5
     assert result["ece"] == pytest.approx(0.05)
     assert calibration([], [])["ece"] is None
+
+
+def test_the_interval_is_scipys_continuity_corrected_wilson_interval():
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(1, 5000))
+        correct = int(rng.integers(0, n + 1))
+        estimate, ci = wilson(correct, n), binomtest(correct, n).proportion_ci(0.95, method="wilsoncc")
+        assert estimate.low == pytest.approx(ci.low, abs=1e-12) and estimate.high == pytest.approx(ci.high, abs=1e-12)

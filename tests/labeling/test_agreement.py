@@ -55,3 +55,17 @@ def test_alpha_per_label_and_pairwise_kappa():
     assert pairs[("ann", "bob")]["items"] == 3
     # p_o = 2/3; p_e = (2/3*1/3) + (1/3*2/3) = 4/9; kappa = (2/3-4/9)/(5/9) = 0.4
     assert pairs[("ann", "bob")]["kappa"] == pytest.approx(0.4)
+
+
+def test_cohen_kappa_is_scikit_learns():
+    import random
+
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = random.Random(5)
+    for _ in range(100):
+        labels = [str(i) for i in range(rng.randint(2, 8))]
+        first = [rng.choice(labels) for _ in range(rng.randint(2, 200))]
+        second = [label if rng.random() < 0.7 else rng.choice(labels) for label in first]
+        if len(set(first) | set(second)) > 1:
+            assert cohen_kappa(first, second) == pytest.approx(cohen_kappa_score(first, second), abs=1e-12)
