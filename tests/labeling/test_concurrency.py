@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -17,8 +16,7 @@ from flywheel.models import Project
 from labeling import services
 from labeling.models import Annotation, Task
 from tests import factories
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.live import ROOT  # noqa: E402
 
 
 def _route(project, n):

@@ -3,7 +3,6 @@ a real browser (headless Chromium), with a screenshot kept in test-artifacts/.""
 
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from django.test import override_settings
@@ -13,9 +12,9 @@ from flywheel.ingest import profiling
 from labeling.models import Label, Task
 from monitoring import hooks, services
 from tests import factories
+from tests.live import ROOT  # noqa: E402
 from tests.monitoring.conftest import post_traffic, traffic
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 PASSWORD = "correct-horse-battery-staple"
 

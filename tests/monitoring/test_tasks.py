@@ -17,10 +17,11 @@ from flywheel.ingest import profiling
 from flywheel.models import IngestBatch
 from monitoring import services, tasks
 from monitoring.models import CheckTrigger, DeliveryState, DriftAlert, DriftReport, Profile, WebhookDelivery
-from tests.live import database_url
+from tests.live import (
+    ROOT,  # noqa: E402
+    database_url,
+)
 from tests.monitoring.conftest import WEBHOOK_SECRET, post_traffic, traffic
-
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def test_every_beat_entry_names_a_registered_task():

@@ -456,7 +456,7 @@ def test_the_gateway_refuses_a_nul_naming_the_field_and_a_chunked_body_over_the_
 
     from flywheel.ingest.gateway import IngestGateway
     from tests.asgi import in_test_thread
-    from tests.flywheel.test_gateway import post
+    from tests.flywheel.ingest.test_gateway import post
 
     gateway = IngestGateway(get_asgi_application(), run_sync=in_test_thread)
     response = post(gateway, prediction(1, features={"color": "re\x00d"}), app_token)

@@ -17,7 +17,7 @@ from flywheel.training.trainers import load_model
 from flywheel_client import Client, FlywheelError
 from labeling.models import Label
 from tests import factories
-from tests.flywheel.training_data import FEATURES, digits, digits_project
+from tests.flywheel.training.training_data import FEATURES, digits, digits_project
 from tests.live import ROOT, LiveService
 
 

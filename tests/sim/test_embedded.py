@@ -3,9 +3,8 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.live import ROOT  # noqa: E402
 
 
 def test_the_demo_runs_on_embedded_defaults(tmp_path):

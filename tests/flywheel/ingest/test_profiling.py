@@ -7,7 +7,6 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -19,10 +18,12 @@ from flywheel.models import IngestBatch
 from flywheel.tasks import profiles_update as profiles_update_task
 from monitoring import selectors
 from monitoring.models import DriftState, Profile
-from tests.live import database_url
+from tests.live import (
+    ROOT,  # noqa: E402
+    database_url,
+)
 from tests.monitoring.conftest import post_traffic, traffic
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 

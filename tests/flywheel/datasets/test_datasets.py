@@ -17,7 +17,7 @@ from flywheel.datasets import services as datasets
 from flywheel.datasets import shards
 from flywheel.models import DatasetStatus, DatasetVersion
 from flywheel.tasks import dataset_version_build_task, dataset_versions_sweep_task
-from tests.flywheel.dataset_data import build, ingest, label, rows, shard_keys, unlabel
+from tests.flywheel.datasets.dataset_data import build, ingest, label, rows, shard_keys, unlabel
 from tests.s3 import S3Server
 
 

@@ -4,9 +4,8 @@ ORM path), Celery run inline, files on disk."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.live import ROOT  # noqa: E402
 
 SCRIPT = """
 from flywheel.datasets import services as datasets

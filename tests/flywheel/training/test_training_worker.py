@@ -10,7 +10,7 @@ from django.test import override_settings
 from flywheel.models import ModelAlias, ModelPromotion, ModelVersion, TrainingRun
 from flywheel.training import runs
 from monitoring import selectors as monitoring_selectors
-from tests.flywheel.training_data import digits_project, log_and_label
+from tests.flywheel.training.training_data import digits_project, log_and_label
 from tests.worker import CeleryProcess, broker_mode, wait_until
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]

@@ -12,8 +12,8 @@ from flywheel.datasets import services as datasets
 from flywheel.models import DatasetStatus, DatasetVersion, Prediction, TrainingRun
 from flywheel.training import runs
 from tests import factories
+from tests.config.test_live import call
 from tests.live import LiveService, _free_port
-from tests.test_live import call
 
 
 @pytest.mark.django_db(transaction=True)

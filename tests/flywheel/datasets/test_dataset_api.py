@@ -11,7 +11,7 @@ from common.storage import get_storage
 from flywheel.datasets import selectors as dataset_selectors
 from flywheel.models import DatasetVersion
 from tests import factories
-from tests.flywheel.dataset_data import build, ingest, label
+from tests.flywheel.datasets.dataset_data import build, ingest, label
 
 BASE = "/api/v1/projects/digits/datasets/"
 

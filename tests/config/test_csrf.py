@@ -105,7 +105,7 @@ def test_every_form_needs_the_csrf_token(people, page, role):
 
 def test_the_pages_with_forms_are_all_walked():
     """Every page route is listed in PAGES or has no form (the table is checked in test_access)."""
-    from tests.test_access import ENDPOINTS
+    from tests.config.test_access import ENDPOINTS
 
     walked = {re.sub(r"digits", "{slug}", p) for p, _ in PAGES}
     pages = {e.path for e in ENDPOINTS if e.kind in ("page", "public") and e.method == "GET"}

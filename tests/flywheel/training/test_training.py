@@ -20,7 +20,7 @@ from flywheel.training import runs, triggers
 from monitoring import selectors as monitoring_selectors
 from monitoring.models import DriftReport
 from tests import factories
-from tests.flywheel.training_data import digits_project, log_and_label
+from tests.flywheel.training.training_data import digits_project, log_and_label
 
 
 @pytest.fixture

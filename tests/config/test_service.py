@@ -1,15 +1,13 @@
 """Service endpoints, the OpenAPI schema, and the deployment files (compose, .env.example)."""
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 from django.test import override_settings
 
 from tests.factories import prediction
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.live import ROOT  # noqa: E402
 
 
 def test_healthz(client):
