@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run test bench lint worker
+.PHONY: run test bench lint worker image
 
 $(BIN)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 ## Set everything up and start the service on embedded defaults with the demo project.
 run: $(BIN)/.runtime .env
 	$(BIN)/python manage.py migrate --noinput -v 0
-	$(BIN)/python manage.py flywheel_demo
+	$(BIN)/python manage.py flywheel_demo --url http://$(HOST):$(PORT)
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 ## Run the whole test suite against the local PostgreSQL, Redis, a Celery worker, S3 (moto) and Chromium.
@@ -39,3 +39,7 @@ bench: $(BIN)/.dev
 
 lint: $(BIN)/.dev
 	$(BIN)/ruff check .
+
+## The Docker image, recording the commit it is built from (dataset manifests name it).
+image:
+	docker build --build-arg FLYWHEEL_CODE_VERSION=$$(git describe --always --dirty 2>/dev/null || echo unknown) -t flywheel:latest .

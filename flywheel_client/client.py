@@ -257,11 +257,14 @@ class Client:
         return self.request("GET", f"/api/v1/projects/{_slug(project)}/datasets/")
 
     def train(self, project: str, *, dataset_version: int | None = None) -> dict:
-        """Start (or join) a training run; returns it as it stands."""
+        """Start (or join) a training run; returns it as it stands: its `id` (what
+        training_run() and wait_for_training_run() take) and its `number` within the
+        project (its candidate model is named run-<number>)."""
         body = {} if dataset_version is None else {"dataset_version": dataset_version}
         return self.request("POST", f"/api/v1/projects/{_slug(project)}/training-runs/", body)
 
     def training_run(self, project: str, run_id: int) -> dict:
+        """A run by its id (the `id` train() returned, not its per-project `number`)."""
         return self.request("GET", f"/api/v1/projects/{_slug(project)}/training-runs/{int(run_id)}/")
 
     def wait_for_training_run(self, project: str, run_id: int, *, timeout: float = 600.0,

@@ -31,7 +31,7 @@ class SimulationConfig:
     labels_per_round: int = 20  # what the annotators manage per round
     annotator_error: float = 0.05  # share of annotations that are wrong
     feedback_share: float = 0.3  # share of wrong predictions end users correct
-    shift_round: int | None = None  # from this round on, traffic is shifted (default: midway)
+    shift_round: int | None = None  # from this round on, traffic is shifted (default: midway, never round 1)
     # What changes: "noise" (scanned worse: pixel noise added) or "class_mix" (what users
     # write changes: a few digits become most of the traffic, pixels as they were).
     shift: str = "noise"
@@ -59,7 +59,7 @@ class SimulationConfig:
 
     @property
     def shift_at(self) -> int:
-        return self.shift_round if self.shift_round is not None else max(1, self.rounds // 2)
+        return self.shift_round if self.shift_round is not None else max(2, self.rounds // 2)
 
 
 @dataclass

@@ -10,6 +10,7 @@ the next attempt) and the manifest is put only if absent, under the version's ro
 import subprocess
 import tempfile
 import time
+import tomllib
 from collections import deque
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -142,15 +143,19 @@ def dataset_versions_sweep(*, now=None, max_attempts: int = 5) -> dict[str, int]
 
 def code_version() -> str:
     """The version of the code that writes a dataset: FLYWHEEL_CODE_VERSION when the
-    deployment sets it, else the git commit of a checkout, else 'unknown'."""
+    deployment sets it (the image records the commit it was built from), else the git
+    commit of a checkout, else the release in pyproject.toml."""
     if settings.FLYWHEEL_CODE_VERSION:
         return settings.FLYWHEEL_CODE_VERSION
     try:
         result = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=settings.BASE_DIR,
                                 capture_output=True, text=True, timeout=2)
+        if result.returncode == 0 and result.stdout.strip():
+            return result.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+        pass
+    with open(Path(settings.BASE_DIR) / "pyproject.toml", "rb") as pyproject:
+        return f"release-{tomllib.load(pyproject)['project']['version']}"
 
 
 def _build_claim(version_id: int) -> tuple[DatasetVersion, str] | None:

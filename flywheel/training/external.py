@@ -21,7 +21,7 @@ def external_request(run: TrainingRun, token: str, policy: RetrainingPolicy) -> 
     version = run.dataset_version
     eval_version = eval_version_pin(run)
     body = orjson.dumps({
-        "event": "training.requested", "run": run.pk, "project": run.project.slug,
+        "event": "training.requested", "run": run.pk, "run_id": run.pk, "run_number": run.number, "project": run.project.slug,
         "dataset_version": version.number, "manifest_uri": version.manifest_uri,
         "manifest_sha256": version.manifest_sha256,
         "evaluation": {"dataset_version": eval_version.number, "manifest_uri": eval_version.manifest_uri,
@@ -53,7 +53,7 @@ def training_run_complete(*, run: TrainingRun, model_version: str, artifact_uri:
                                           name=model_version)
         run.model_version, run.stage, run.progress = candidate, TrainingStage.EVALUATE, 0.6
         run.save(update_fields=["model_version", "stage", "progress", "updated_at"])
-        audit_record(actor=actor, action="training.complete", project=run.project, target=f"run {run.number}",
+        audit_record(actor=actor, action="training.complete", project=run.project, target=f"run #{run.number}",
                      details={"model_version": model_version})
         enqueue_stage(run.pk, TrainingStage.EVALUATE)
     return run

@@ -71,11 +71,12 @@ def training_run_request(*, project: Project, trigger: str, details: dict | None
             if dataset_version is not None:
                 run.requested_dataset = dataset_version
             run.save(update_fields=["triggers", "requested_dataset", "updated_at"])
-        audit_record(actor=actor, action="training.request", project=project, target=f"run {run.number}",
-                     details={"trigger": trigger})
+        audit_record(actor=actor, action="training.request", project=project, target=f"run #{run.number}",
+                     details={"trigger": trigger, "run_id": run.pk, "run_number": run.number})
         _start_next(project)
     run.refresh_from_db()
-    log.info("training.requested", project=project.slug, run=run.number, trigger=trigger, status=run.status)
+    log.info("training.requested", project=project.slug, run_id=run.pk, run_number=run.number, trigger=trigger,
+             status=run.status)
     return run
 
 
@@ -137,7 +138,7 @@ def stage_finish(*, run_id: int, token: str, next_stage: str, **fields) -> None:
             _start_next(run.project)
         elif next_stage != TrainingStage.WAITING:
             enqueue_stage(run.pk, next_stage)
-    log.info("training.stage_done", run=run_id, next_stage=next_stage)
+    log.info("training.stage_done", run_id=run_id, next_stage=next_stage)
 
 
 def stage_release(*, run_id: int, token: str) -> None:
@@ -157,7 +158,7 @@ def training_run_fail(*, run_id: int, reason: str, token: str | None = None) -> 
         run.save(update_fields=["status", "error", "token", "finished_at", "updated_at"])
         Project.objects.select_for_update().filter(pk=run.project_id).values_list("pk", flat=True).get()
         _start_next(run.project)
-    log.warning("training.failed", run=run_id, reason=reason[:300])
+    log.warning("training.failed", run_id=run_id, reason=reason[:300])
     return True
 
 
@@ -183,7 +184,7 @@ def training_watchdog(*, now: datetime | None = None, max_attempts: int = 6) -> 
             if TrainingRun.objects.filter(pk=run.pk, token="", stage=run.stage).update(updated_at=now):
                 enqueue_stage(run.pk, run.stage)
                 requeued.append(run.pk)
-                log.warning("training.stage_resent", run=run.pk, stage=run.stage)
+                log.warning("training.stage_resent", run_id=run.pk, stage=run.stage)
     for run in stale:
         if run.attempts >= max_attempts:
             training_run_fail(run_id=run.pk, reason=f"{run.stage}: its worker died {run.attempts} times")
@@ -191,5 +192,5 @@ def training_watchdog(*, now: datetime | None = None, max_attempts: int = 6) -> 
         with transaction.atomic():
             enqueue_stage(run.pk, run.stage)
         requeued.append(run.pk)
-        log.warning("training.stage_requeued", run=run.pk, stage=run.stage, attempts=run.attempts)
+        log.warning("training.stage_requeued", run_id=run.pk, stage=run.stage, attempts=run.attempts)
     return requeued

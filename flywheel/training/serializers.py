@@ -10,8 +10,10 @@ class TrainingRunInputSerializer(serializers.Serializer):
 
 
 class TrainingRunSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    number = serializers.IntegerField()
+    id = serializers.IntegerField(help_text="The run's id across projects: training-runs/{id}/ and the external "
+                                            "trainer's complete/ call take it.")
+    number = serializers.IntegerField(help_text="The run's number within its project (1, 2, 3...): its candidate "
+                                                "model is named run-<number>.")
     status = serializers.CharField()
     stage = serializers.CharField()
     trigger = serializers.CharField()
@@ -65,7 +67,12 @@ class PromotionSerializer(serializers.Serializer):
     previous = serializers.CharField(source="previous.name", allow_null=True, default=None)
     actor = serializers.CharField(source="actor_name")
     reason = serializers.CharField()
-    training_run = serializers.IntegerField(source="training_run.number", allow_null=True, default=None)
+    training_run = serializers.IntegerField(source="training_run.number", allow_null=True, default=None,
+                                            help_text="The run's number in its project (as training_run_number).")
+    training_run_number = serializers.IntegerField(source="training_run.number", allow_null=True, default=None,
+                                                   help_text="The run's number in its project: model run-N.")
+    training_run_id = serializers.IntegerField(source="training_run.pk", allow_null=True, default=None,
+                                               help_text="The run's id, as in training-runs/{id}/.")
     created_at = serializers.DateTimeField()
 
 

@@ -36,7 +36,7 @@ def stage_run(*, run_id: int, stage: str) -> str:
         stage_release(run_id=run_id, token=token)
         raise
     except Exception as exc:  # noqa: BLE001 - recorded on the run, not lost
-        log.exception("training.stage_error", run=run_id, stage=stage)
+        log.exception("training.stage_error", run_id=run_id, stage=stage)
         training_run_fail(run_id=run_id, token=token, reason=f"{stage}: {type(exc).__name__}: {exc}")
         return "failed"
     if outcome == "wait":
@@ -49,7 +49,7 @@ def _stage_dataset(run: TrainingRun, token: str) -> str:
     not wait on another queue)."""
     version = run.dataset_version or run.requested_dataset
     if version is None:
-        version = datasets.dataset_version_create(project=run.project, note=f"training run {run.number}",
+        version = datasets.dataset_version_create(project=run.project, note=f"training run #{run.number} (id {run.pk})",
                                                   trigger="training")
         stage_update(run.pk, token, dataset_version=version)
     datasets.dataset_version_build(version_id=version.pk)  # a no-op when another build holds it
@@ -143,7 +143,7 @@ def _stage_promote(run: TrainingRun, token: str) -> str:
     promoted = False
     if run.gate.get("passed"):
         promoted = model_promote(project=run.project, model_version=run.model_version, actor=None, run=run,
-                                 reason=f"training run {run.number} passed the gate") is not None
+                                 reason=f"training run #{run.number} passed the gate") is not None
     else:
         alias_set(run.project, ModelAliasName.CHALLENGER, run.model_version)
     stage_finish(run_id=run.pk, token=token, next_stage=TrainingStage.DONE, promoted=promoted)

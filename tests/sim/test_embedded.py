@@ -22,8 +22,10 @@ def test_the_demo_runs_on_embedded_defaults(tmp_path):
     out = manage("flywheel_demo", "--traffic", "120")
     assert "annotator" in out and "http://127.0.0.1:8000/label/" in out
     assert "champion model run-1" in out, out
-    again = manage("flywheel_demo", "--traffic", "120")
+    # `make run PORT=8765` passes where it serves: the links say so.
+    again = manage("flywheel_demo", "--traffic", "120", "--url", "http://127.0.0.1:8765")
     assert "0 new predictions logged" in again
+    assert "http://127.0.0.1:8765/label/" in again and ":8000" not in again
     counts = manage("shell", "-v", "0", "-c",
                     "from flywheel.models import Prediction, TrainingRun; from labeling.models import Task; "
                     "print(Prediction.objects.count(), Task.objects.filter(prediction__external_id__startswith='demo-')"

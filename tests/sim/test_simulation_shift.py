@@ -37,3 +37,19 @@ def test_true_accuracy_after_a_class_mix_shift_weighs_each_digit_by_its_new_shar
 def test_an_unknown_shift_is_refused():
     with pytest.raises(ValueError, match="shift"):
         SimulationConfig(shift="seasons")
+
+
+def test_the_default_shift_leaves_at_least_one_unshifted_round():
+    from sim.simulation import SimulationConfig
+
+    assert SimulationConfig(rounds=3).shift_at == 2
+    assert SimulationConfig(rounds=2).shift_at == 2
+    assert SimulationConfig(rounds=12).shift_at == 6
+    assert SimulationConfig(rounds=3, shift_round=1).shift_at == 1
+
+
+def test_a_shift_round_outside_the_rounds_is_refused(tmp_path):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--shift-round must be between 1 and --rounds"):
+        call_command("flywheel_simulate", rounds=3, shift_round=4, plot=str(tmp_path / "s.png"))

@@ -11,8 +11,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--traffic", type=int, default=600, help="Predictions to log.")
         parser.add_argument("--quiet", action="store_true", help="Print nothing.")
+        parser.add_argument("--url", default="http://127.0.0.1:8000",
+                            help="Where the service will be served, for the links printed (`make run` passes its "
+                                 "HOST and PORT). Default: %(default)s.")
 
-    def handle(self, *args, traffic, quiet, **options):
+    def handle(self, *args, traffic, quiet, url, **options):
         result = demo_setup(traffic=traffic)
         if quiet:
             return
@@ -25,8 +28,9 @@ class Command(BaseCommand):
         for name, role, password, token in result.credentials:
             out(f"  {name:<10} {role:<10} {password:<14} {token}")
         out("")
-        out("  Annotate:  http://127.0.0.1:8000/label/      (log in as annotator)")
-        out("  Review:    http://127.0.0.1:8000/review/     (log in as reviewer)")
-        out("  Ops:       http://127.0.0.1:8000/ops/        (log in as ops)")
-        out("  API docs:  http://127.0.0.1:8000/api/docs/")
+        base = url.rstrip("/")
+        out(f"  Annotate:  {base}/label/      (log in as annotator)")
+        out(f"  Review:    {base}/review/     (log in as reviewer)")
+        out(f"  Ops:       {base}/ops/        (log in as ops)")
+        out(f"  API docs:  {base}/api/docs/")
         out("")

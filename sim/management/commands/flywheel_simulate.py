@@ -1,17 +1,21 @@
 """flywheel_simulate: run the flywheel by itself on handwritten digits, through the client."""
 
+import argparse
+import contextlib
 import json
 import secrets
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
 
 from accounts.models import Role
 from accounts.services import account_upsert
+from common.logging import logs_to_file
 from flywheel.models import Project
 from flywheel_client import Client
 from sim import simulation
@@ -70,18 +74,28 @@ def simulation_clients(url: str, slug: str, *, seed: int | None = None) -> tuple
     return ops, Client(url, app_token), Client(url, annotator_token)
 
 
+class _HelpFormatter(DjangoHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Django's option order, with every option's default shown."""
+
+
 class Command(BaseCommand):
     help = ("Run the flywheel by itself on scikit-learn's handwritten digits: traffic, end-user corrections, "
             "annotators, drift checks and retraining through the gate, against the service through the client.")
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        return super().create_parser(prog_name, subcommand, formatter_class=_HelpFormatter, **kwargs)
+
     def add_arguments(self, parser):
-        parser.add_argument("--rounds", type=int, default=12)
+        parser.add_argument("--rounds", type=int, default=12, help="Rounds of traffic, labeling and retraining.")
         parser.add_argument("--traffic", type=int, default=150, help="Predictions per round.")
         parser.add_argument("--labels-per-round", type=int, default=20, help="What annotators label per round.")
-        parser.add_argument("--annotator-error", type=float, default=0.05)
+        parser.add_argument("--annotator-error", type=float, default=0.05,
+                            help="Share of labels simulated annotators get wrong.")
         parser.add_argument("--feedback-share", type=float, default=0.3,
                             help="Share of wrong predictions end users correct.")
-        parser.add_argument("--shift-round", type=int, default=None, help="First round of shifted traffic.")
+        parser.add_argument("--shift-round", type=int, default=None,
+                            help="First round of shifted traffic (unset: half-way, and never before round 2, so "
+                                 "at least one round is unshifted).")
         parser.add_argument("--shift", choices=simulation.SHIFTS, default="noise",
                             help="What the shift changes: pixel noise, or the mix of digits users write.")
         parser.add_argument("--initial-labels", type=int, default=60, help="The slice the first model learns from.")
@@ -94,18 +108,31 @@ class Command(BaseCommand):
                             help="Uncertainty routing's audit sample, as a share of what annotators label per round.")
         parser.add_argument("--keep-resolved", action="store_true",
                             help="Keep uncertainty-routed tasks whose label end-user feedback resolved in the queue.")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=int, default=0, help="The first seed.")
         parser.add_argument("--seeds", type=int, default=1,
                             help="Run this many seeds from --seed on and compare the strategies' mean curves.")
         parser.add_argument("--strategy", choices=[*simulation.STRATEGIES, "both"], default="both",
                             help="Routing to simulate; 'both' compares them from the same seed.")
-        parser.add_argument("--url", help="A running service to use (default: start one in this process).")
-        parser.add_argument("--plot", default=str(Path(settings.BASE_DIR) / "var" / "simulation.png"))
-        parser.add_argument("--quiet", action="store_true")
+        parser.add_argument("--url", help="A running service to use (unset: start one in this process).")
+        parser.add_argument("--plot", default=str(Path(settings.BASE_DIR) / "var" / "simulation.png"),
+                            help="Where the plot goes; its figures go beside it as JSON, and the service's logs "
+                                 "as .log unless -v 2.")
+        parser.add_argument("--quiet", action="store_true", help="No progress bar and no table.")
 
     def handle(self, *args, **options):
         if options["seeds"] < 1 or options["rounds"] < 1:
             raise CommandError("--seeds and --rounds must be at least 1.")
+        if options["shift_round"] is not None and not 1 <= options["shift_round"] <= options["rounds"]:
+            raise CommandError(f"--shift-round must be between 1 and --rounds ({options['rounds']}).")
+        plot_path = Path(options["plot"])
+        plot_path.parent.mkdir(parents=True, exist_ok=True)
+        # The service, Celery and matplotlib log as they work: to a file unless -v 2, so
+        # that the console shows the table alone.
+        to_file = options["verbosity"] < 2
+        with logs_to_file(plot_path.with_suffix(".log")) if to_file else contextlib.nullcontext(sys.stderr) as console:
+            self._run(options, plot_path, console)
+
+    def _run(self, options, plot_path: Path, console) -> None:
         seeds = range(options["seed"], options["seed"] + options["seeds"])
         strategies = simulation.STRATEGIES if options["strategy"] == "both" else (options["strategy"],)
         by_seed = []
@@ -120,9 +147,7 @@ class Command(BaseCommand):
                     uncertainty_threshold=options["uncertainty_threshold"], audit_share=options["audit_share"],
                     skip_resolved=not options["keep_resolved"],
                 )
-                by_seed.append(self._one_seed(url, config, strategies, quiet=options["quiet"]))
-        plot_path = Path(options["plot"])
-        plot_path.parent.mkdir(parents=True, exist_ok=True)
+                by_seed.append(self._one_seed(url, config, strategies, quiet=options["quiet"], console=console))
         summary = {"config": {**config.__dict__, "seeds": list(seeds)},
                    "runs": [{"seed": seed, "results": [r.as_dict() for r in results]}
                             for seed, results in zip(seeds, by_seed, strict=True)]}
@@ -146,9 +171,10 @@ class Command(BaseCommand):
             prefix = "" if len(by_seed) == 1 else f"mean of {len(seeds)} seeds: "
             out(prefix + _verdict(summary["comparison"]))
         plot_path.with_suffix(".json").write_text(json.dumps(summary, indent=2))
-        out(f"plot: {plot_path} (figures: {plot_path.with_suffix('.json')})")
+        logs = f", logs: {plot_path.with_suffix('.log')}" if options["verbosity"] < 2 else ""
+        out(f"plot: {plot_path} (figures: {plot_path.with_suffix('.json')}{logs})")
 
-    def _one_seed(self, url: str, config: simulation.SimulationConfig, strategies, *, quiet: bool):
+    def _one_seed(self, url: str, config: simulation.SimulationConfig, strategies, *, quiet: bool, console):
         from tqdm import tqdm
 
         results = []
@@ -156,7 +182,7 @@ class Command(BaseCommand):
             slug = f"sim-{strategy}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
             ops, app, annotator = simulation_clients(url, slug, seed=config.seed)
             bar = tqdm(total=config.rounds * 5 + 1, desc=f"{strategy} routing, seed {config.seed}", unit="step",
-                       disable=quiet)
+                       disable=quiet, file=console)
             runner = simulation.Simulation(strategy=strategy, slug=slug, config=config, ops=ops, app=app,
                                            annotator=annotator, progress=lambda step, bar=bar: bar.update(1))
             runner.setup()

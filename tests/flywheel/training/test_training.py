@@ -216,6 +216,11 @@ def test_the_api_runs_lists_and_shows_a_run(inline, db, ops, django_capture_on_c
     assert client.post("/api/v1/projects/digits/training-runs/", {"dataset_version": 9},
                        format="json").status_code == 404
     assert client.get("/api/v1/projects/digits/training-runs/999/").status_code == 404
+    # Its id and its number in the project are named apart wherever a run is named.
+    promotion = client.get("/api/v1/projects/digits/models/promotions/").json()[0]
+    assert promotion["training_run_id"] == run_id and promotion["training_run_number"] == 1
+    event = AuditEvent.objects.filter(action="training.request").get()
+    assert event.target == "run #1" and event.details["run_id"] == run_id and event.details["run_number"] == 1
 
 
 def test_promote_and_rollback_by_hand(inline, db):
