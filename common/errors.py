@@ -1,5 +1,5 @@
 """One exception type for domain errors, and the one handler that turns every API error
-into the body API.md promises: {"error": {"code", "message", "fields"?}}."""
+into the body docs/api.md promises: {"error": {"code", "message", "fields"?}}."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass

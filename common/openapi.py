@@ -1,11 +1,11 @@
-"""The OpenAPI schema's shared error answers: API.md promises one error body for every 4xx
+"""The OpenAPI schema's shared error answers: docs/api.md promises one error body for every 4xx
 (and the 503 of an outage), so the schema says so once for every operation, where
 clients and the schema fuzz test can check it."""
 
 ERROR_COMPONENT = "Error"
 ERROR_SCHEMA = {
     "type": "object",
-    "description": "Every error answer (API.md, Errors).",
+    "description": "Every error answer (docs/api.md, Errors).",
     "properties": {
         "error": {
             "type": "object",

@@ -7,7 +7,7 @@ from labeling import selectors as labeling_selectors
 
 
 def project_stats(*, project: Project) -> dict:
-    """The flywheel at a glance (API.md: stats/), from each app's selectors."""
+    """The flywheel at a glance (docs/api.md: stats/), from each app's selectors."""
     return {
         "queue": labeling_selectors.queue_depth(project_id=project.pk),
         "labels_per_day": labeling_selectors.labels_per_day(project_id=project.pk),

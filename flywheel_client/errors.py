@@ -4,7 +4,7 @@ import json
 
 
 class FlywheelError(Exception):
-    """The service refused a request (status 4xx/5xx, with the error body of API.md), or it
+    """The service refused a request (status 4xx/5xx, with the error body of docs/api.md), or it
     could not be reached (status 0)."""
 
     def __init__(self, status: int, code: str, message: str, fields: dict[str, list[str]] | None = None):

@@ -1,4 +1,4 @@
-"""Input and output shapes of the annotation queue API (API.md: Annotation queue)."""
+"""Input and output shapes of the annotation queue API (docs/api.md: Annotation queue)."""
 
 from django.urls import reverse
 from rest_framework import serializers

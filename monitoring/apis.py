@@ -1,4 +1,4 @@
-"""HTTP API of monitoring (API.md: Monitoring). Thin: validate, call one service or
+"""HTTP API of monitoring (docs/api.md: Monitoring). Thin: validate, call one service or
 selector, serialize. Ops and admins only."""
 
 from drf_spectacular.utils import extend_schema

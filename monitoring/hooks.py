@@ -1,4 +1,4 @@
-"""Where the app above plugs into monitoring. Dependencies point one way (DESIGN.md):
+"""Where the app above plugs into monitoring. Dependencies point one way (docs/architecture.md):
 monitoring never imports flywheel, yet a check wants the newest predictions profiled, a
 dataset version must become a reference, and the ops dashboard shows labeling's and
 training's figures. flywheel registers these callables in its AppConfig.ready()."""

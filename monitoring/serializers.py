@@ -1,4 +1,4 @@
-"""Input and output shapes of the monitoring API (API.md: Monitoring) and of a project's
+"""Input and output shapes of the monitoring API (docs/api.md: Monitoring) and of a project's
 drift policy."""
 
 from datetime import timedelta

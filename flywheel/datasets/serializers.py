@@ -1,4 +1,4 @@
-"""Input and output shapes of the dataset API (API.md: Datasets)."""
+"""Input and output shapes of the dataset API (docs/api.md: Datasets)."""
 
 from rest_framework import serializers
 

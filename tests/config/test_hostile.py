@@ -1,5 +1,5 @@
 """Hostile input across the API, beyond what tests/flywheel/test_ingest_bad_input.py and
-test_gateway.py already pin for prediction logging: each refusal is the API.md error
+test_gateway.py already pin for prediction logging: each refusal is the docs/api.md error
 body naming the field and the reason, never a 500, and leaves what is stored as it was.
 
 - image URLs: loopback, private and link-local hosts in every spelling a browser

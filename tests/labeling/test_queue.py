@@ -1,5 +1,5 @@
 """The annotation queue through the API: claims, leases, annotations, skips, reviews, undo,
-gold tasks and label resolution (API.md: Annotation queue)."""
+gold tasks and label resolution (docs/api.md: Annotation queue)."""
 
 import base64
 import io

@@ -1,4 +1,4 @@
-"""Drift through the API (API.md: Monitoring): references, checks, reports, alerts."""
+"""Drift through the API (docs/api.md: Monitoring): references, checks, reports, alerts."""
 
 from datetime import timedelta
 

@@ -1,4 +1,4 @@
-"""The dataset API (API.md: Datasets) and the dataset_pull command."""
+"""The dataset API (docs/api.md: Datasets) and the dataset_pull command."""
 
 import csv
 import io

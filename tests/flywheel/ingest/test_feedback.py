@@ -1,4 +1,4 @@
-"""Implicit feedback from end users (API.md: Feedback) and what it does to labels and tasks."""
+"""Implicit feedback from end users (docs/api.md: Feedback) and what it does to labels and tasks."""
 
 import pytest
 from django.db import connection

@@ -1,4 +1,4 @@
-"""Prediction ingestion and routing through the API (API.md: Predictions)."""
+"""Prediction ingestion and routing through the API (docs/api.md: Predictions)."""
 
 import base64
 import io

@@ -1,4 +1,4 @@
-"""Every malformed ingestion request gets the API.md error body naming the field and the
+"""Every malformed ingestion request gets the docs/api.md error body naming the field and the
 reason, never a 500, and stores nothing."""
 
 import base64
