@@ -21,7 +21,9 @@ def external_request(run: TrainingRun, token: str, policy: RetrainingPolicy) -> 
     version = run.dataset_version
     eval_version = eval_version_pin(run)
     body = orjson.dumps({
-        "event": "training.requested", "run": run.pk, "run_id": run.pk, "run_number": run.number, "project": run.project.slug,
+        # "run" is the id, kept for trainers written against it; run_id and run_number name both.
+        "event": "training.requested", "run": run.pk, "run_id": run.pk, "run_number": run.number,
+        "project": run.project.slug,
         "dataset_version": version.number, "manifest_uri": version.manifest_uri,
         "manifest_sha256": version.manifest_sha256,
         "evaluation": {"dataset_version": eval_version.number, "manifest_uri": eval_version.manifest_uri,

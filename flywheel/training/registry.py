@@ -70,8 +70,8 @@ def model_promote(*, project: Project, model_version: ModelVersion, actor=None, 
             actor_name=getattr(actor, "username", None) or ("gate" if run else "system"), reason=reason,
         )
         audit_record(actor=actor, action="model.promote", project=project, target=model_version.name,
-                     details={"previous": previous.name if previous else None, "run_number": run.number if run else None, "run_id": run.pk if run else None,
-                              "reason": reason})
+                     details={"previous": previous.name if previous else None, "reason": reason,
+                              "run_number": run.number if run else None, "run_id": run.pk if run else None})
         _reference_follow(project, model_version, actor)
         demoted = _stale_tasks_demote(project, model_version)
     log.info("model.promoted", demoted_tasks=demoted, project=project.slug, model=model_version.name,
