@@ -1,20 +1,12 @@
-"""Tasks only the tests' Celery workers know (tests/settings.py imports them): a task that
-holds a worker's slot for as long as a test needs, to put the worker in a given state, and
-one that records every delivery and takes effect once, to count redeliveries."""
+"""Tasks only the tests' Celery workers know (tests/settings.py imports them): one that
+holds a worker's slot for as long as a test needs, to put the worker in a given state,
+records every delivery and takes effect once, to count redeliveries."""
 
 import os
 import time
 from pathlib import Path
 
 from celery import shared_task
-
-
-@shared_task(name="tests.hold", acks_late=True, ignore_result=True)
-def hold(seconds: float, done_path: str) -> None:
-    """Keep a pool process busy for `seconds` (its message unacknowledged meanwhile), then
-    leave a file to say it finished."""
-    time.sleep(seconds)
-    Path(done_path).write_text("done")
 
 
 @shared_task(name="tests.record", bind=True, acks_late=True, ignore_result=True)
