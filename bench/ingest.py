@@ -45,8 +45,8 @@ def make_predictions(n: int, seed: int, prefix: str) -> list[dict]:
     ]
 
 
-def setup(env) -> str:
-    fresh_database(DATABASE)
+def setup(env, database: str) -> str:
+    fresh_database(database)
     manage(env, "migrate", "--noinput", "-v", "0")
     code = (
         "from flywheel.projects import project_create;"
@@ -89,7 +89,7 @@ def single_phase(port, token, predictions, clients, seconds) -> dict:
             "p99_ms": percentile(latencies, 99) * 1000, "requests": len(latencies)}
 
 
-def copy_phase(predictions) -> dict:
+def copy_phase(predictions, database: str) -> dict:
     """COPY the same rows, already rendered as COPY text, into a scratch table with the
     predictions table's columns and defaults (no indexes): PostgreSQL's own ceiling."""
     import psycopg
@@ -103,7 +103,7 @@ def copy_phase(predictions) -> dict:
     payload = lines.getvalue().encode()
     columns = ("project_id, batch_id, external_id, model_version_id, label, confidence, probabilities, "
                "least_confidence, margin, entropy, features, input, metadata, audit, created_at, received_at")
-    with psycopg.connect(f"postgresql://flywheel@127.0.0.1:5432/{DATABASE}", autocommit=True) as conn:
+    with psycopg.connect(f"postgresql://flywheel@127.0.0.1:5432/{database}", autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_copy")
         conn.execute("CREATE TABLE bench_copy (LIKE flywheel_prediction INCLUDING DEFAULTS INCLUDING IDENTITY)")
         started = time.perf_counter()
@@ -126,16 +126,18 @@ def main():
     parser.add_argument("--single-seconds", type=float, default=15)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="Runs of each phase; medians are reported.")
+    parser.add_argument("--database", default=DATABASE,
+                        help="Scratch database (dropped and made anew), so two checkouts can run it at once.")
     args = parser.parse_args()
 
-    env = bench_env(DATABASE)
-    token = setup(env)
+    env = bench_env(args.database)
+    token = setup(env, args.database)
     batches, singles, copies = [], [], []
     with Gunicorn(env, workers=args.workers) as server:
         for run in range(args.repeat):
             predictions = make_predictions(args.predictions, seed=run, prefix=f"b{run}")
             batches.append(batch_phase(server.port, token, predictions, args.batch_size, args.batch_clients))
-            copies.append(copy_phase(predictions))
+            copies.append(copy_phase(predictions, args.database))
             singles.append(single_phase(server.port, token, make_predictions(100_000, seed=100 + run,
                                                                             prefix=f"s{run}"),
                                         args.single_clients, args.single_seconds))
