@@ -91,11 +91,16 @@ def token_get(*, token_id: int) -> ApiToken:
         raise NotFound("token_not_found", f"No API token {token_id}.") from None
 
 
-def tokens_expiring(*, within: timedelta = timedelta(days=7), now: datetime | None = None):
-    """Keys that stop working within `within` (and have not yet): what ops must replace."""
+def tokens_expiring(*, within: timedelta = timedelta(days=7), project_id: int | None = None,
+                    now: datetime | None = None):
+    """Keys that stop working within `within` (and have not yet): what ops must replace.
+    With `project_id`, only the keys of that project's members."""
     now = now or timezone.now()
-    return (ApiToken.objects.select_related("user", "user__account")
-            .filter(expires_at__gt=now, expires_at__lte=now + within).order_by("expires_at"))
+    tokens = ApiToken.objects.select_related("user", "user__account").filter(
+        expires_at__gt=now, expires_at__lte=now + within)
+    if project_id is not None:
+        tokens = tokens.filter(user__memberships__project_id=project_id)
+    return tokens.order_by("expires_at", "pk")
 
 
 def audit_events(*, project_id: int | None, action: str | None = None, target: str | None = None):

@@ -18,7 +18,8 @@ class Command(BaseCommand):
         parser.add_argument("--project", action="append", default=[], metavar="SLUG",
                             help="A project the user is a member of (repeat for several).")
         parser.add_argument("--password", help="Password for session login to the web pages.")
-        parser.add_argument("--rotate-token", action="store_true", help="Replace the user's default key with a new one.")
+        parser.add_argument("--rotate-token", action="store_true",
+                            help="Replace the user's default key with a new one.")
 
     def handle(self, *args, name, role, project, password, rotate_token, **options):
         projects = []
