@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 import structlog
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
@@ -83,10 +83,13 @@ def token_issue(*, user, actor=None, name: str | None = None, expires_at: dateti
         rotated = ApiToken.objects.filter(user=user, name=ApiToken.DEFAULT_NAME).delete()[0] > 0
         return _token_create(user=user, name=ApiToken.DEFAULT_NAME, expires_at=expires_at, scopes=scopes,
                              actor=actor, audit=True, action="token.rotate" if rotated else "token.create")
-    if ApiToken.objects.filter(user=user, name=name).exists():
+    try:
+        with transaction.atomic():  # two requests for the same name: the constraint decides
+            return _token_create(user=user, name=name, expires_at=expires_at, scopes=scopes, actor=actor,
+                                 audit=True)
+    except IntegrityError:
         raise DomainError("invalid", f"Invalid name: '{user.username}' already has a token named '{name}'.",
-                          fields={"name": [f"'{user.username}' already has a token with this name."]})
-    return _token_create(user=user, name=name, expires_at=expires_at, scopes=scopes, actor=actor, audit=True)
+                          fields={"name": [f"'{user.username}' already has a token with this name."]}) from None
 
 
 @transaction.atomic
