@@ -215,3 +215,19 @@ def test_the_last_use_is_written_by_the_background_writer_when_due(monkeypatch):
 
     assert ApiToken.objects.get(user=user).last_used_at is not None
     assert AuditEvent.objects.filter(action="token.first_use", target=user.username).exists()
+
+
+def test_the_django_admin_lists_keys_without_their_digest_and_cannot_make_plain_ones(client, project):
+    admin_user, _ = factories.user_with_role(Role.ADMIN, password="correct-horse-battery")
+    user, key = factories.user_with_role(Role.APP, project, username="checkout")
+    token = ApiToken.objects.get(user=user)
+    assert client.login(username=admin_user.username, password="correct-horse-battery")
+
+    listing = client.get("/admin/accounts/apitoken/").content.decode()
+    detail = client.get(f"/admin/accounts/apitoken/{token.pk}/change/").content.decode()
+
+    assert "checkout" in listing and token.prefix in listing
+    for html in (listing, detail):
+        assert token.digest not in html and key not in html
+    assert client.get("/admin/accounts/apitoken/add/").status_code == 403
+    assert client.get("/admin/authtoken/tokenproxy/").status_code == 404
