@@ -8,12 +8,12 @@ Measures
      table's columns, and the ratio of (1) to it.
 Targets: (1) at least 25% of (3); single POST p50 under 10 ms.
 
-    python -m bench.ingest [--predictions 200000] [--workers 4] [--repeat 3]
+    python bench/ingest.py [--predictions 200000] [--workers 4] [--repeat 3]
 
 Only the single-POST phase (2), for the per-request cost of the API's fixed work (the key's
 lookup and checks among it); with --access-cache-seconds 0 every request looks its key up:
 
-    python -m bench.ingest --single-only --single-seconds 10 [--access-cache-seconds 0]
+    python bench/ingest.py --single-only --single-seconds 10 [--access-cache-seconds 0]
 """
 
 import argparse
