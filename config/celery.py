@@ -7,6 +7,8 @@ import structlog
 from celery import Celery, bootsteps
 from celery.beat import PersistentScheduler
 from celery.worker.consumer import Consumer as CeleryConsumer
+from kombu.transport import redis as kombu_redis
+from kombu.transport.virtual import QoS as VirtualQoS
 
 from common import liveness
 
@@ -89,9 +91,13 @@ class Consumer(CeleryConsumer):
         super().on_connection_error_after_connected(exc)
 
     def ensure_connected(self, conn):
-        """Touch the liveness file while waiting for the broker to come back: a worker riding
-        out a broker outage is not wedged, and restarting it would end its running tasks."""
+        """Use RedisQoS on the worker's channels, and touch the liveness file while waiting
+        for the broker to come back: a worker riding out a broker outage is not wedged, and
+        restarting it would end its running tasks."""
         from django.conf import settings
+
+        if isinstance(conn.transport, kombu_redis.Transport):  # before its first channel opens
+            conn.transport.Channel = RedisChannel
 
         path = settings.FLYWHEEL_LIVENESS_FILE
         if path:
@@ -107,6 +113,38 @@ class Consumer(CeleryConsumer):
 
             conn.ensure_connection = ensure_connection_alive
         return super().ensure_connected(conn)
+
+
+class RedisQoS(kombu_redis.QoS):
+    """kombu's Redis QoS, giving back a message's prefetch slot even when its acknowledgement
+    fails.
+
+    kombu frees the slot only after Redis confirmed the acknowledgement. When every slot is
+    taken (both pool processes busy), the worker reads nothing from Redis, so it learns of a
+    lost broker only when those tasks end and their acknowledgements fail; with the slots
+    still taken it never reads again, never notices the loss and never reconnects: a wedged
+    worker. Freed, the worker reads, finds the connection dead and reconnects. A message whose
+    acknowledgement failed stays in Redis's unacknowledged set and is delivered again after
+    the visibility timeout, to a task that checks its state first."""
+
+    def ack(self, delivery_tag):
+        try:
+            self._remove_from_indices(delivery_tag).execute()
+        finally:
+            VirtualQoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag, requeue=False):
+        try:
+            if requeue:
+                self.restore_by_tag(delivery_tag, leftmost=True)
+            else:
+                self._remove_from_indices(delivery_tag).execute()
+        finally:
+            VirtualQoS.ack(self, delivery_tag)
+
+
+class RedisChannel(kombu_redis.Channel):
+    QoS = RedisQoS
 
 
 def _retired_channel_connparams(*args, **kwargs):

@@ -1,7 +1,7 @@
 """A Celery worker, and the beat, outlive their broker going away at any moment: idle, while
-the worker holds an acks-late task, while a task finishes and acknowledges, while a task
-publishes another, while messages stream in, during the reconnection itself and twice in a
-row; with a Redis that comes back empty and one that comes back with its data. Afterwards
+the worker holds an acks-late task, while both its processes are busy, while a task finishes
+and acknowledges, while a task publishes another, while messages stream in, during the
+reconnection itself and twice in a row; with a Redis that comes back empty and one that comes back with its data. Afterwards
 the worker runs new tasks, finishes the ones it held, and a redelivered task takes effect
 once. The moments fall at random offsets; FLYWHEEL_FAULT_SEED replays a run."""
 
@@ -99,6 +99,19 @@ def acknowledging(tasks, rng):
     return [held]
 
 
+def full(tasks, rng):
+    # Both pool processes busy: the worker reads nothing from the broker (its prefetch window
+    # is full), so it learns of the loss only when the tasks end and their acknowledgements
+    # fail. It must then reconnect rather than wait, window still full, for ever.
+    held = [tasks.send(seconds=1.5), tasks.send(seconds=1.5)]
+    wait_until(lambda: all(map(tasks.started, held)), timeout=20, message="both tasks started")
+    tasks.broker.stop()
+    wait_until(lambda: all(map(tasks.done, held)), timeout=20, message="both tasks ended")
+    time.sleep(rng.uniform(0.1, 0.5))
+    tasks.broker.start()
+    return held
+
+
 def publishing(tasks, rng):
     # The task publishes another at its end, while the broker is away: it waits, then sends
     # it to the broker that came back (empty or not, so the second task is never lost).
@@ -135,7 +148,7 @@ def twice_in_a_row(tasks, rng):
     return []
 
 
-MOMENTS = [idle, holding_a_task, acknowledging, publishing, consuming, reconnecting, twice_in_a_row]
+MOMENTS = [idle, holding_a_task, acknowledging, full, publishing, consuming, reconnecting, twice_in_a_row]
 
 
 @pytest.mark.worker
