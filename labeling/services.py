@@ -107,6 +107,7 @@ _CLAIM_FILTER = """
     AND NOT EXISTS (SELECT 1 FROM labeling_annotation a
                     WHERE a.task_id = t.id AND a.user_id = %(user)s AND a.round = t.round)
     AND NOT EXISTS (SELECT 1 FROM labeling_skip s WHERE s.task_id = t.id AND s.user_id = %(user)s)
+    AND (t.not_for_id IS NULL OR t.not_for_id <> %(user)s)
 """
 
 # PostgreSQL: SKIP LOCKED lets concurrent claimers pass over the rows others are claiming

@@ -83,6 +83,16 @@ ENDPOINTS = [
     Endpoint("POST", "/api/v1/tasks/{task}/review/", {"reviewer", "ops", "admin"}, ok=409, setup="task",
              body={"verdict": "accept"}),
     Endpoint("GET", "/api/v1/tasks/{task}/image/", ANNOTATORS, setup="task"),
+    Endpoint("GET", "/api/v1/tasks/{task}/similar/", ANNOTATORS, setup="task"),
+    # Groups: {group} is an open group of one task, which nobody holds (setup="group").
+    Endpoint("POST", "/api/v1/projects/{slug}/groups/build/", {"reviewer", "ops", "admin"}),
+    Endpoint("GET", "/api/v1/projects/{slug}/groups/", ANNOTATORS),
+    Endpoint("POST", "/api/v1/projects/{slug}/groups/next/", ANNOTATORS, ok=204),
+    Endpoint("POST", "/api/v1/groups/{group}/heartbeat/", ANNOTATORS, ok=409, setup="group"),
+    Endpoint("POST", "/api/v1/groups/{group}/release/", ANNOTATORS, setup="group"),
+    Endpoint("POST", "/api/v1/groups/{group}/annotations/", ANNOTATORS, ok=409, setup="group", body={"label": "1"}),
+    Endpoint("POST", "/api/v1/groups/{group}/split/", ANNOTATORS, ok=409, setup="group"),
+    Endpoint("POST", "/api/v1/groups/{group}/merge/", ANNOTATORS, ok=400, setup="group", body={"with": 999999}),
     # Datasets: version 1 is ready, version 2 failed (setup="datasets").
     Endpoint("GET", "/api/v1/projects/{slug}/datasets/", {"ops", "admin"}),
     Endpoint("POST", "/api/v1/projects/{slug}/datasets/", {"ops", "admin"}, ok=202, body={"note": "matrix"}),
@@ -230,7 +240,7 @@ def _client(endpoint: Endpoint, role: str, accounts):
 @pytest.mark.parametrize("role", ROLES)
 def test_access_matrix(accounts, endpoint, role):
     task = None
-    if endpoint.setup in ("prediction", "task"):
+    if endpoint.setup in ("prediction", "task", "group"):
         image = digit_png(np.zeros(64))
         response = factories.api_client(accounts["app"][1]).post(
             "/api/v1/projects/digits/predictions/",
@@ -243,6 +253,8 @@ def test_access_matrix(accounts, endpoint, role):
                "me": accounts[role][0].username if accounts[role][0] else "m-nobody"}
     if endpoint.setup == "training":
         context["run"] = _training_run()
+    if endpoint.setup == "group":
+        context["group"] = _group(task)
     if endpoint.setup == "drift_report":
         context["report"] = monitoring_services.drift_check_run(project=Project.objects.get(slug="digits")).pk
     client = _client(endpoint, role, accounts)
@@ -281,6 +293,15 @@ def _json(body):
     import json
 
     return json.dumps(body) if body is not None else ""
+
+
+def _group(task_id: int) -> int:
+    from labeling.models import Group, Task
+
+    group = Group.objects.create(project=Project.objects.get(slug="digits"), representation="features",
+                                 suggested_label="0", priority=1.0)
+    Task.objects.filter(pk=task_id).update(group=group)
+    return group.pk
 
 
 def _training_run() -> int:
