@@ -453,3 +453,20 @@ def test_group_list_query_count_does_not_grow(app_client, project, django_assert
     group = claim(client)
     with django_assert_max_num_queries(12):
         client.post(f"/api/v1/groups/{group['id']}/heartbeat/")
+
+
+def test_claiming_a_larger_group_costs_no_more_queries(app_client, project):
+    def claim_queries(per):
+        Task.objects.all().delete()
+        Group.objects.all().delete()
+        Prediction.objects.all().delete()
+        two_clusters(app_client, per=per, target_size=per)
+        build(project)
+        _, client = person(project)
+        client.get(LIST)  # the token and membership are cached from here on
+        with CaptureQueriesContext(connection) as ctx:
+            group = claim(client)
+        assert group["size"] == per
+        return len(ctx)
+
+    assert claim_queries(12) <= claim_queries(4)
