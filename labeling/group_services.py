@@ -224,6 +224,7 @@ def group_annotate(*, group_id: int, user, label: str, exclude: list[int], lead_
     is queued again (reason group_check) for another annotator. Any bad input stores nothing."""
     now = now or timezone.now()
     rng = rng or random.Random()
+    exclude = sorted(set(exclude))
     group = _locked_group(group_id)
     project = group.project
     if label not in project.labels:
