@@ -28,7 +28,7 @@ from labeling.models import (
     TaskStatus,
 )
 from labeling.policy import LabelingPolicy
-from labeling.services import _CAPACITY_SQL, _lease_ends, _resolve_round, label_resolve
+from labeling.services import _CAPACITY_SQL, _lease_ends, _resolve_round, labels_resolve_many
 
 log = structlog.get_logger(__name__)
 # The advisory lock's first key (an int4): one group build per project at a time.
@@ -256,23 +256,26 @@ def group_annotate(*, group_id: int, user, label: str, exclude: list[int], lead_
         Annotation(task=m, user=user, label=label, round=m.round, lead_time_s=share, group=group,
                    accepted_suggestion=label == m.prediction.label) for m in labeled])
     policy = LabelingPolicy.from_dict(project.labeling)
-    checks = []
+    # A task that needs one annotation is done with the group's label: in bulk.
+    single = [m for m in labeled if m.annotations_required == 1]
+    Task.objects.filter(pk__in=[m.pk for m in single]).update(status=TaskStatus.DONE, updated_at=now)
+    labels_resolve_many(project_id=project.pk, resolutions=[(m.prediction_id, m.pk) for m in single], label=label,
+                        source=LabelSource.GROUP, user=user)
+    # With overlap the group's annotation is one of several: resolved (or not yet) as usual.
     for member in labeled:
         if member.annotations_required == 1:
             member.status = TaskStatus.DONE
-            label_resolve(project_id=project.pk, prediction_id=member.prediction_id, label=label,
-                          source=LabelSource.GROUP, task=member, user=user)
-        else:
-            labels = list(Annotation.objects.filter(task=member, round=member.round).values_list("label", flat=True))
-            if len(labels) >= member.annotations_required:
-                _resolve_round(member, labels, annotator=user)
+            continue
+        labels = list(Annotation.objects.filter(task=member, round=member.round).values_list("label", flat=True))
+        if len(labels) >= member.annotations_required:
+            _resolve_round(member, labels, annotator=user)
         member.save(update_fields=["status", "updated_at"])
         if member.status in (TaskStatus.OPEN, TaskStatus.LEASED):
             with connection.cursor() as cursor:
                 cursor.execute(_CAPACITY_SQL, {"task": member.pk, "now": now})
-        elif member.status == TaskStatus.DONE and rng.random() < policy.group_check_rate:
-            checks.append(Task(project=project, prediction_id=member.prediction_id, reason=TaskReason.GROUP_CHECK,
-                               priority=member.priority, annotations_required=1, not_for=user))
+    checks = [Task(project=project, prediction_id=m.prediction_id, reason=TaskReason.GROUP_CHECK, priority=m.priority,
+                   annotations_required=1, not_for=user)
+              for m in labeled if m.status == TaskStatus.DONE and rng.random() < policy.group_check_rate]
     Task.objects.bulk_create(checks)
     if exclude:
         _members_unlease(group, user, now, task_ids=exclude)

@@ -460,6 +460,25 @@ def label_resolve(*, project_id: int, prediction_id: int, label: str, source: st
     return resolved
 
 
+def labels_resolve_many(*, project_id: int, resolutions: Sequence[tuple[int, int]], label: str, source: str,
+                        user=None) -> list[Label]:
+    """label_resolve for many predictions given the same label at once (a group): the same
+    rows, history and audit entries, in a number of queries that does not grow with them.
+    `resolutions` holds (prediction id, task id) pairs."""
+    prediction_ids = [p for p, _ in resolutions]
+    previous = {row.prediction_id: row for row in
+                Label.objects.select_for_update().filter(prediction_id__in=prediction_ids, is_current=True)}
+    Label.objects.filter(pk__in=[row.pk for row in previous.values()]).update(is_current=False)
+    resolved = Label.objects.bulk_create([
+        Label(project_id=project_id, prediction_id=p, label=label, source=source, weight=LABEL_WEIGHTS[source],
+              task_id=t, resolved_by=user, previous=previous.get(p)) for p, t in resolutions])
+    for p, old in previous.items():
+        if old.label != label:
+            audit_record(actor=user, action="label.change", project_id=project_id, target=str(p),
+                         details={"from": old.label, "to": label, "from_source": old.source, "source": source})
+    return resolved
+
+
 def _label_withdraw(label: Label, *, actor=None) -> None:
     """Take a resolved label back, making the one it superseded current again (if any)."""
     label.is_current = False

@@ -470,3 +470,25 @@ def test_claiming_a_larger_group_costs_no_more_queries(app_client, project):
         return len(ctx)
 
     assert claim_queries(12) <= claim_queries(4)
+
+
+def test_labeling_a_larger_group_costs_no_more_queries(app_client, project):
+    def label_queries(per):
+        Task.objects.all().delete()
+        Group.objects.all().delete()
+        Label.objects.all().delete()
+        Prediction.objects.all().delete()
+        two_clusters(app_client, per=per, target_size=per)
+        project.refresh_from_db()
+        # Every member checked: the same statements whatever the draw.
+        Project.objects.filter(pk=project.pk).update(labeling={**project.labeling, "group_check_rate": 1.0})
+        build(project)
+        _, client = person(project)
+        group = claim(client)
+        with CaptureQueriesContext(connection) as ctx:
+            response = client.post(f"/api/v1/groups/{group['id']}/annotations/",
+                                   {"label": "3", "exclude": [group["members"][0]["task_id"]]}, format="json")
+        assert response.json() == {"labeled": per - 1, "returned": 1}
+        return len(ctx)
+
+    assert label_queries(12) <= label_queries(4)
