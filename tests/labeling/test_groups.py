@@ -202,8 +202,7 @@ def test_claiming_drops_members_taken_meanwhile_and_dissolves_a_group_left_too_s
     assert Task.objects.filter(group_id=first.pk).count() == 0
 
 
-def test_sixteen_annotators_claiming_at_once_never_share_a_group_or_task(transactional_db):
-    project = factories.project()
+def _twenty_clusters_of_five(project):
     app = factories.api_client(factories.user_with_role(Role.APP, project)[1])
     rng = np.random.default_rng(0)
     items = []
@@ -214,35 +213,72 @@ def test_sixteen_annotators_claiming_at_once_never_share_a_group_or_task(transac
             vector = (centre + rng.normal(0, 0.02, 24)).round(4).tolist()
             items.append(prediction(c * 10 + i, label=str(c % 10), confidence=0.3, embedding=vector))
     log(app, items)
+    Project.objects.filter(pk=project.pk).update(labeling={"gold_rate": 0.0, "grouping": {"target_size": 5}})
+    project.refresh_from_db()
     group_services.groups_build(project=project)
-    users = [factories.user_with_role(Role.ANNOTATOR, project)[0] for _ in range(16)]
-    barrier = threading.Barrier(16)
+
+
+def _race(project, workers: int, single_workers: int = 0):
+    """`workers` annotators at once, the first `single_workers` of them taking single tasks,
+    the others groups, until nothing is left; returns the groups held and any errors."""
+    users = [factories.user_with_role(Role.ANNOTATOR, project)[0] for _ in range(workers)]
+    barrier = threading.Barrier(workers)
     held, errors, lock = [], [], threading.Lock()
 
-    def work(user):
+    def by_group(user):
+        while (group := group_services.group_claim(project=project, user=user)) is not None:
+            ids = list(Task.objects.filter(group=group).values_list("id", flat=True))
+            with lock:
+                held.append((group.pk, ids))
+            group_services.group_annotate(group_id=group.pk, user=user, label="3", exclude=[])
+
+    def by_task(user):
+        while (task := services.task_claim(project=project, user=user)) is not None:
+            services.annotation_submit(task_id=task.pk, user=user, label="3")
+
+    def work(index, user):
         try:
             barrier.wait()
-            while (group := group_services.group_claim(project=project, user=user)) is not None:
-                ids = list(Task.objects.filter(group=group).values_list("id", flat=True))
-                with lock:
-                    held.append((group.pk, user.pk, ids))
-                group_services.group_annotate(group_id=group.pk, user=user, label="3", exclude=[])
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            (by_task if index < single_workers else by_group)(user)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the caller's assertion
             errors.append(exc)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=work, args=(u,)) for u in users]
+    threads = [threading.Thread(target=work, args=(i, u)) for i, u in enumerate(users)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
+    return held, errors
+
+
+def test_sixteen_annotators_claiming_groups_at_once_never_share_a_group_or_task(transactional_db):
+    project = factories.project()
+    _twenty_clusters_of_five(project)
+    held, errors = _race(project, 16)
     assert not errors, errors
-    groups = Counter(g for g, _, _ in held)
-    tasks = Counter(t for _, _, ids in held for t in ids)
-    assert max(groups.values()) == 1 and max(tasks.values()) == 1
+    groups = Counter(g for g, _ in held)
+    tasks = Counter(t for _, ids in held for t in ids)
+    assert len(groups) == 20 and max(groups.values()) == 1 and max(tasks.values()) == 1
     assert Annotation.objects.count() == Annotation.objects.values("task").distinct().count() == 100
     assert Label.objects.filter(is_current=True, source="group").count() == 100
+
+
+def test_group_and_single_task_annotators_at_once_never_label_a_task_twice(transactional_db):
+    project = factories.project()
+    _twenty_clusters_of_five(project)
+    held, errors = _race(project, 16, single_workers=8)
+    assert not errors, errors
+    tasks = Counter(t for _, ids in held for t in ids)
+    assert not tasks or max(tasks.values()) == 1
+    # Every routed task labeled exactly once, by a group or alone, and none left in the queue
+    # (group checks drawn meanwhile are new tasks of their own, labeled or waiting).
+    routed = Annotation.objects.exclude(task__reason="group_check")
+    assert routed.count() == routed.values("task").distinct().count() == 100
+    assert Label.objects.filter(is_current=True).count() == 100
+    assert not Task.objects.filter(status__in=["open", "leased"]).exclude(reason="group_check").exists()
+    assert not Task.objects.filter(group__status__in=["open", "leased"]).exists()
 
 
 # --- Labeling -----------------------------------------------------------------------------------
