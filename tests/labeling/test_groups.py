@@ -528,3 +528,15 @@ def test_labeling_a_larger_group_costs_no_more_queries(app_client, project):
         return len(ctx)
 
     assert label_queries(12) <= label_queries(4)
+
+
+def test_end_user_feedback_against_a_group_label_goes_to_a_person(app_client, project):
+    two_clusters(app_client)
+    build(project)
+    _, client = person(project)
+    group = claim(client)
+    client.post(f"/api/v1/groups/{group['id']}/annotations/", {"label": "7"}, format="json")
+    member = group["members"][0]["prediction"]["id"]
+    response = app_client.post("/api/v1/projects/digits/feedback/", {"feedback": [
+        {"prediction_id": member, "kind": "correct", "label": "3", "user": "u1"}]}, format="json")
+    assert response.status_code == 201 and response.json()["routed"] == {"feedback_conflict": 1}
