@@ -1,16 +1,26 @@
 """Group labeling's clustering on scikit-learn's digits (1,797 8x8 images, 64 pixels each,
 used as the embedding): purity, coverage and time of the candidate methods and sizes.
-Prints the figures docs/concepts.md (Group labeling) cites. Pure computation, no database:
-python -m bench.grouping (about 30 seconds)."""
+Prints the figures docs/concepts.md (Group labeling) cites. Pure computation, no database
+(about 30 seconds):
 
-import math
-import time
+    python bench/grouping.py
+"""
 
-import numpy as np
-from sklearn.cluster import AgglomerativeClustering, KMeans
-from sklearn.datasets import load_digits
+import os
+import sys
 
-from labeling import grouping
+# Run as `python bench/grouping.py`, Python puts bench/ first on the path: put the repository
+# there instead, so the project's packages import.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import math  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+from sklearn.cluster import AgglomerativeClustering, KMeans  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+from labeling import grouping  # noqa: E402
 
 
 def _groups_of(assignment, min_size, max_size):
