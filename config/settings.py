@@ -301,6 +301,8 @@ FLYWHEEL_RETRAINING_CHECK_SECONDS = env.float("FLYWHEEL_RETRAINING_CHECK_SECONDS
 # Periodic work (Celery beat); every entry's task is safe to run twice and to miss a beat.
 CELERY_BEAT_SCHEDULE = {
     "labeling.leases_sweep": {"task": "labeling.leases_sweep", "schedule": 60.0},
+    # Group labeling: projects with labeling.grouping.enabled regroup their new open tasks.
+    "labeling-groups": {"task": "flywheel.groups_build", "schedule": 300.0},
     # API keys that have expired go to the audit log (they are refused from their expiry on).
     "accounts.tokens_expired_record": {"task": "accounts.tokens_expired_record", "schedule": 300.0},
     # Dataset builds whose worker died are requeued (or failed after repeated losses).

@@ -118,6 +118,11 @@ class Prediction(models.Model):
     features = models.JSONField(default=dict, blank=True)
     input = models.JSONField(default=dict, blank=True, help_text="What an annotator sees: text, image, image_url.")
     metadata = models.JSONField(default=dict, blank=True)
+    # Bytes, not JSON: 4,096 floats are 16 KiB this way and about three times that as text.
+    embedding = models.BinaryField(
+        null=True, blank=True,
+        help_text="The app's own representation of the input (e.g. a text or image embedding), as little-endian "
+                  "float32 values; what group labeling and similar tasks compare first.")
     audit = models.BooleanField(default=False, help_text="Drawn into the random audit sample.")
     # Unindexed: a batch's predictions are found by the id range recorded on the batch.
     batch = models.ForeignKey(IngestBatch, on_delete=models.RESTRICT, related_name="predictions", db_index=False,

@@ -60,7 +60,11 @@ def project_update(*, project: Project, changes: dict, actor=None) -> Project:
         merged = {**project.routing, **changes["routing"]}
         project.routing = routing.RoutingPolicy.from_dict(merged).as_dict()
     if "labeling" in changes:
-        project.labeling = LabelingPolicy.from_dict({**project.labeling, **changes["labeling"]}).as_dict()
+        merged = {**project.labeling, **changes["labeling"]}
+        if "grouping" in changes["labeling"]:
+            # One level deeper too: {"grouping": {"enabled": true}} keeps the sizes set before.
+            merged["grouping"] = {**project.labeling.get("grouping", {}), **changes["labeling"]["grouping"]}
+        project.labeling = LabelingPolicy.from_dict(merged).as_dict()
     if "feedback" in changes:
         project.feedback = FeedbackPolicy.from_dict({**project.feedback, **changes["feedback"]}).as_dict()
     if "drift" in changes:

@@ -3,6 +3,7 @@
 from flywheel.ingest.selectors import feedback_rates
 from flywheel.models import Project
 from flywheel.training.selectors import production_accuracy
+from labeling import group_selectors
 from labeling import selectors as labeling_selectors
 
 
@@ -15,4 +16,5 @@ def project_stats(*, project: Project) -> dict:
         "agreement": labeling_selectors.project_agreement(project_id=project.pk, labels=project.labels),
         "feedback": feedback_rates(project=project),
         "accuracy": production_accuracy(project=project),
+        "group_labels": group_selectors.group_label_accuracy(project_id=project.pk),
     }

@@ -12,6 +12,7 @@ from flywheel.ingest.validation import FEATURE_NAME_RE
 from flywheel.models import FeatureType, Project
 from flywheel.training import evaluation
 from flywheel.training.policy import RetrainingPolicy
+from labeling.serializers import GroupingPolicySerializer
 from monitoring.policy import DriftPolicy
 from monitoring.serializers import DriftPolicySerializer
 
@@ -125,6 +126,9 @@ class LabelingPolicySerializer(PolicySerializer):
                                        help_text="Share of served tasks that are gold tasks.")
     min_agreement = serializers.FloatField(min_value=0.0, max_value=1.0, required=False,
                                            help_text="With overlap, majority share needed to resolve without review.")
+    group_check_rate = serializers.FloatField(min_value=0.0, max_value=1.0, required=False,
+                                              help_text="Share of group-labeled members labeled again individually.")
+    grouping = GroupingPolicySerializer(required=False, help_text="Group labeling (docs/api.md: Groups).")
 
 
 def _unique(values: list, what: str) -> list:

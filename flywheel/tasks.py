@@ -8,7 +8,9 @@ from celery import shared_task
 from common.jobs import Backoff, run_or_retry
 from flywheel.datasets import services as datasets
 from flywheel.ingest import profiling
+from flywheel.models import Project
 from flywheel.training import runs, stages, triggers
+from labeling import group_services
 
 DATASET_BUILD_RETRIES = 5
 DATASET_BUILD_BACKOFF = Backoff(base_seconds=10, max_seconds=300)
@@ -71,3 +73,12 @@ def retraining_triggers_task() -> list[int]:
 def training_watchdog_task() -> list[int]:
     """Queue again the training stages whose worker died."""
     return runs.training_watchdog()
+
+
+@shared_task(name="flywheel.groups_build", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=240, time_limit=300, ignore_result=True)
+def groups_build_task() -> int:
+    """The beat's group build for projects with grouping enabled (labeling.group_services);
+    a project without new open tasks is left as it is."""
+    projects = Project.objects.filter(labeling__grouping__enabled=True).order_by("id")
+    return group_services.groups_build_due(projects=projects)

@@ -216,6 +216,45 @@ class Client:
                   if v is not None}
         return self.request("GET", f"/api/v1/projects/{_slug(project)}/tasks/", params=params)
 
+    def similar_tasks(self, task_id: int, *, k: int = 20) -> list[dict]:
+        """The open tasks most similar to one, nearest first: [{"task_id", "distance", "prediction"}]."""
+        return self.request("GET", f"/api/v1/tasks/{int(task_id)}/similar/", params={"k": k})["results"]
+
+    # --- Groups ---------------------------------------------------------------------------------------
+
+    def build_groups(self, project: str) -> dict:
+        """Regroup the open tasks now (reviewer, ops): {"groups", "grouped_tasks", "ungrouped_tasks"}."""
+        return self.request("POST", f"/api/v1/projects/{_slug(project)}/groups/build/")
+
+    def groups(self, project: str, *, status: str | None = None, limit: int = 100, offset: int = 0) -> dict:
+        params = {k: v for k, v in {"status": status, "limit": limit, "offset": offset}.items() if v is not None}
+        return self.request("GET", f"/api/v1/projects/{_slug(project)}/groups/", params=params)
+
+    def next_group(self, project: str) -> dict | None:
+        """Claim the most valuable open group (None when there is none)."""
+        answer = self.request("POST", f"/api/v1/projects/{_slug(project)}/groups/next/")
+        return None if answer is None else answer["group"]
+
+    def group_heartbeat(self, group_id: int) -> dict:
+        return self.request("POST", f"/api/v1/groups/{int(group_id)}/heartbeat/")
+
+    def release_group(self, group_id: int) -> dict:
+        return self.request("POST", f"/api/v1/groups/{int(group_id)}/release/")
+
+    def annotate_group(self, group_id: int, label: str, *, exclude: Iterable[int] = (),
+                       lead_time_s: float | None = None) -> dict:
+        """Label a held group; excluded members go back to the queue: {"labeled", "returned"}."""
+        body: dict[str, Any] = {"label": label, "exclude": [int(t) for t in exclude]}
+        if lead_time_s is not None:
+            body["lead_time_s"] = lead_time_s
+        return self.request("POST", f"/api/v1/groups/{int(group_id)}/annotations/", body)
+
+    def split_group(self, group_id: int) -> list[dict]:
+        return self.request("POST", f"/api/v1/groups/{int(group_id)}/split/")["groups"]
+
+    def merge_groups(self, group_id: int, other_id: int) -> dict:
+        return self.request("POST", f"/api/v1/groups/{int(group_id)}/merge/", {"with": int(other_id)})["group"]
+
     # --- Ops ------------------------------------------------------------------------------------------
 
     def projects(self) -> list[dict]:

@@ -14,14 +14,21 @@ from accounts import roles
 from accounts.permissions import role_in
 from accounts.selectors import project_get_for_user
 from common.errors import NotFound
-from labeling import answers, images, selectors, services
+from labeling import answers, group_selectors, group_services, images, selectors, services
 from labeling.models import TaskStatus
 from labeling.serializers import (
     AnnotationInputSerializer,
     GoldInputSerializer,
+    GroupAnnotationInputSerializer,
+    GroupListItemSerializer,
+    GroupListParams,
+    GroupMergeInputSerializer,
+    GroupSerializer,
     LabelSerializer,
     ReviewInputSerializer,
+    SimilarParams,
     TaskListItemSerializer,
+    TaskPredictionSerializer,
     TaskSerializer,
 )
 
@@ -201,3 +208,138 @@ class GoldApi(APIView):
         return Response({"prediction_id": prediction.external_id, "label": gold.label}, status=201)
 
 
+
+
+# --- Groups ---------------------------------------------------------------------------------------
+
+
+def _group_access_check(user, group_id: int) -> None:
+    if not group_selectors.group_visible_to(group_id=group_id, user=user):
+        raise NotFound("group_not_found", f"No group {group_id}.")
+
+
+def _group_body(group_id: int) -> dict:
+    return GroupSerializer(group_selectors.group_with_members(group_id)).data
+
+
+GroupEnvelope = inline_serializer("GroupEnvelope", {"group": GroupSerializer()})
+
+
+class GroupBuildApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.REVIEW)]
+
+    @extend_schema(request=None, responses=inline_serializer("GroupBuild", {
+        "groups": serializers.IntegerField(), "grouped_tasks": serializers.IntegerField(),
+        "ungrouped_tasks": serializers.IntegerField()}), summary="Regroup the open tasks now")
+    def post(self, request, slug):
+        project = project_get_for_user(user=request.user, slug=slug)
+        result = group_services.groups_build(project=project)
+        return Response({"groups": result.groups, "grouped_tasks": result.grouped_tasks,
+                         "ungrouped_tasks": result.ungrouped_tasks})
+
+
+class GroupListApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.READ_TASKS)]
+
+    @extend_schema(parameters=[GroupListParams], responses=inline_serializer("GroupList", {
+        "count": serializers.IntegerField(), "results": GroupListItemSerializer(many=True)}),
+        summary="The project's groups, most valuable first")
+    def get(self, request, slug):
+        project = project_get_for_user(user=request.user, slug=slug)
+        params = answers.valid_input(GroupListParams, request.query_params)
+        groups = group_selectors.group_list(project_id=project.pk, status=params.get("status"))
+        offset, limit = params["offset"], params["limit"]
+        return Response({"count": groups.count(),
+                         "results": GroupListItemSerializer(groups[offset:offset + limit], many=True).data})
+
+
+class GroupNextApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=None, responses={200: GroupEnvelope, 204: OpenApiResponse(description="No open group.")},
+                   summary="Claim the most valuable open group under a lease")
+    def post(self, request, slug):
+        project = project_get_for_user(user=request.user, slug=slug)
+        group = group_services.group_claim(project=project, user=request.user)
+        if group is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response({"group": _group_body(group.pk)})
+
+
+class GroupHeartbeatApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=None,
+                   responses=inline_serializer("GroupLease", {"lease_expires_at": serializers.DateTimeField()}),
+                   summary="Extend the caller's lease on a group")
+    def post(self, request, group_id):
+        _group_access_check(request.user, group_id)
+        group = group_services.group_lease_renew(group_id=group_id, user=request.user)
+        return Response({"lease_expires_at": group.lease_expires_at})
+
+
+class GroupReleaseApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT, summary="Give a held group back unlabeled")
+    def post(self, request, group_id):
+        _group_access_check(request.user, group_id)
+        group = group_services.group_release(group_id=group_id, user=request.user)
+        return Response({"group": {"id": group.pk, "status": group.status}})
+
+
+class GroupAnnotationApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=GroupAnnotationInputSerializer,
+                   responses={201: inline_serializer("GroupLabeled", {"labeled": serializers.IntegerField(),
+                                                                      "returned": serializers.IntegerField()}),
+                              409: OpenApiResponse(description="The caller no longer holds the group.")},
+                   summary="Label a group you hold, members you exclude going back to the queue")
+    def post(self, request, group_id):
+        _group_access_check(request.user, group_id)
+        data = answers.valid_input(GroupAnnotationInputSerializer, request.data)
+        outcome = group_services.group_annotate(group_id=group_id, user=request.user, label=data["label"],
+                                                exclude=data["exclude"], lead_time_s=data.get("lead_time_s"))
+        return Response({"labeled": outcome.labeled, "returned": outcome.returned}, status=status.HTTP_201_CREATED)
+
+
+class GroupSplitApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=None, responses={201: inline_serializer("GroupSplit", {
+        "groups": GroupSerializer(many=True)})}, summary="Cut a group you hold in two by content")
+    def post(self, request, group_id):
+        _group_access_check(request.user, group_id)
+        halves = group_services.group_split(group_id=group_id, user=request.user)
+        return Response({"groups": [_group_body(g.pk) for g in halves]}, status=status.HTTP_201_CREATED)
+
+
+class GroupMergeApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.ANNOTATE)]
+
+    @extend_schema(request=GroupMergeInputSerializer, responses={200: GroupEnvelope},
+                   summary="Fold another group into this one")
+    def post(self, request, group_id):
+        _group_access_check(request.user, group_id)
+        data = answers.valid_input(GroupMergeInputSerializer, request.data)
+        group = group_services.group_merge(group_id=group_id, other_id=data["with"], user=request.user)
+        return Response({"group": _group_body(group.pk)})
+
+
+class TaskSimilarApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.READ_TASKS)]
+
+    @extend_schema(parameters=[SimilarParams], responses=inline_serializer("SimilarTasks", {
+        "results": inline_serializer("SimilarTask", {"task_id": serializers.IntegerField(),
+                                                     "distance": serializers.FloatField(),
+                                                     "prediction": TaskPredictionSerializer()}, many=True)}),
+        summary="The open tasks most similar to this one")
+    def get(self, request, task_id):
+        task = answers.task_for(request.user, task_id)
+        params = answers.valid_input(SimilarParams, request.query_params)
+        found = group_selectors.tasks_similar(task=task, k=params["k"])
+        return Response({"results": [
+            {"task_id": s.task.pk, "distance": s.distance,
+             "prediction": TaskPredictionSerializer(s.task.prediction, context={"task": s.task}).data}
+            for s in found]})

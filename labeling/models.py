@@ -14,6 +14,12 @@ class TaskReason(models.TextChoices):
     FEEDBACK_REJECT = "feedback_reject", "End user rejected the prediction"
     DRIFT = "drift", "Drifted data"
     GOLD = "gold", "Gold task with a known answer"
+    GROUP_CHECK = "group_check", "Group label checked by a second annotator"
+
+
+# Never grouped: the audit sample and the checks must be labeled one by one, or the
+# accuracy they estimate is biased; gold tasks measure one annotator at a time.
+UNGROUPABLE_REASONS = ("audit", "gold", "group_check")
 
 
 class TaskStatus(models.TextChoices):
@@ -25,6 +31,45 @@ class TaskStatus(models.TextChoices):
 
 
 ACTIVE_TASK_STATUSES = (TaskStatus.OPEN, TaskStatus.LEASED, TaskStatus.REVIEW)
+
+
+class GroupStatus(models.TextChoices):
+    OPEN = "open", "Open: can be claimed"
+    LEASED = "leased", "Leased: an annotator holds it"
+    DONE = "done", "Done: labeled"
+
+
+class Group(TimeStampedModel):
+    """Open tasks similar in content, labeled at once. Leased like a task; its members are
+    the tasks pointing at it. Open groups are rebuilt freely; leased and done ones are kept."""
+
+    project = models.ForeignKey("flywheel.Project", on_delete=models.CASCADE, related_name="task_groups")
+    status = models.CharField(max_length=16, choices=GroupStatus.choices, default=GroupStatus.OPEN)
+    representation = models.CharField(max_length=32, help_text="What members were compared by: 'embedding' "
+                                      "(with its length) or 'features'.")
+    suggested_label = models.CharField(max_length=64, help_text="The label most members' model chose.")
+    priority = models.FloatField(help_text="The members' priorities summed: the group's worth. Larger is served first.")
+    leased_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                                  related_name="+")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    label = models.CharField(max_length=64, blank=True, help_text="The label the group was given.")
+    labeled_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    labeled_count = models.PositiveIntegerField(default=0, help_text="Members that took the label.")
+    lead_time_s = models.FloatField(null=True, blank=True, help_text="Seconds the annotator spent on the group.")
+    labeled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(status="leased", leased_by__isnull=False, lease_expires_at__isnull=False)
+                           | (~models.Q(status="leased") & models.Q(leased_by__isnull=True))),
+                name="group_leased_has_holder"),
+        ]
+        indexes = [models.Index(fields=["project", "status", "-priority", "id"], name="group_project_queue")]
+
+    def __str__(self) -> str:
+        return f"group {self.pk} ({self.status})"
 
 
 class Task(TimeStampedModel):
@@ -41,6 +86,16 @@ class Task(TimeStampedModel):
         default=1, help_text="Starts again at each reviewer rejection; earlier rounds' annotations no longer count.")
     gold_for = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
                                  related_name="+", help_text="The annotator a gold task was made for.")
+    # One foreign key, so a task is in at most one group by construction.
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="members",
+                              help_text="The group it is (or was labeled) in.")
+    group_distance = models.FloatField(null=True, blank=True,
+                                       help_text="Distance to its group's centre: larger is less typical.")
+    grouping_excluded = models.BooleanField(
+        default=False, help_text="Taken out of a group by an annotator: labeled on its own from then on.")
+    not_for = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="+", help_text="An annotator who may not take it (a group check is "
+                                                            "never served to the group's labeler).")
 
     class Meta:
         constraints = [
@@ -95,6 +150,8 @@ class Annotation(models.Model):
     round = models.PositiveSmallIntegerField(default=1)
     lead_time_s = models.FloatField(null=True, blank=True, help_text="Seconds the annotator spent on it.")
     accepted_suggestion = models.BooleanField(help_text="The annotator chose the model's own label.")
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="annotations",
+                              help_text="The group it was given through, if any.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -135,6 +192,7 @@ class LabelSource(models.TextChoices):
     REVIEW = "review", "Reviewer's verdict"
     GOLD = "gold", "Gold answer"
     FEEDBACK = "feedback", "Trusted end-user feedback"
+    GROUP = "group", "One annotator labeling a group"
 
 
 class Label(models.Model):

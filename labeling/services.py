@@ -107,6 +107,7 @@ _CLAIM_FILTER = """
     AND NOT EXISTS (SELECT 1 FROM labeling_annotation a
                     WHERE a.task_id = t.id AND a.user_id = %(user)s AND a.round = t.round)
     AND NOT EXISTS (SELECT 1 FROM labeling_skip s WHERE s.task_id = t.id AND s.user_id = %(user)s)
+    AND (t.not_for_id IS NULL OR t.not_for_id <> %(user)s)
 """
 
 # PostgreSQL: SKIP LOCKED lets concurrent claimers pass over the rows others are claiming
@@ -456,6 +457,25 @@ def label_resolve(*, project_id: int, prediction_id: int, label: str, source: st
     if previous is not None and previous.label != label:
         audit_record(actor=user, action="label.change", project_id=project_id, target=str(prediction_id),
                      details={"from": previous.label, "to": label, "from_source": previous.source, "source": source})
+    return resolved
+
+
+def labels_resolve_many(*, project_id: int, resolutions: Sequence[tuple[int, int]], label: str, source: str,
+                        user=None) -> list[Label]:
+    """label_resolve for many predictions given the same label at once (a group): the same
+    rows, history and audit entries, in a number of queries that does not grow with them.
+    `resolutions` holds (prediction id, task id) pairs."""
+    prediction_ids = [p for p, _ in resolutions]
+    previous = {row.prediction_id: row for row in
+                Label.objects.select_for_update().filter(prediction_id__in=prediction_ids, is_current=True)}
+    Label.objects.filter(pk__in=[row.pk for row in previous.values()]).update(is_current=False)
+    resolved = Label.objects.bulk_create([
+        Label(project_id=project_id, prediction_id=p, label=label, source=source, weight=LABEL_WEIGHTS[source],
+              task_id=t, resolved_by=user, previous=previous.get(p)) for p, t in resolutions])
+    for p, old in previous.items():
+        if old.label != label:
+            audit_record(actor=user, action="label.change", project_id=project_id, target=str(p),
+                         details={"from": old.label, "to": label, "from_source": old.source, "source": source})
     return resolved
 
 

@@ -17,16 +17,18 @@ from labeling import selectors, services
 from labeling.models import Verdict
 
 RESERVED_KEYS = {"s", "u"}  # skip, undo
-POSITIONAL_KEYS = [*"1234567890", *(c for c in "abcdefghijklmnopqrstuvwxyz" if c not in RESERVED_KEYS)]
+# The group workspace also splits with x (and moves between members with j and k).
+GROUP_RESERVED_KEYS = {"u", "x", "j", "k"}
 
 
-def label_keys(labels: list[str]) -> list[tuple[str, str | None]]:
+def label_keys(labels: list[str], reserved: set[str] = RESERVED_KEYS) -> list[tuple[str, str | None]]:
     """(label, key) pairs. Labels that are single characters are their own keys (the digit
     7 for the label "7"); otherwise keys are given in order: 1-9, 0, then letters."""
     if all(len(label) == 1 for label in labels) and len({label.lower() for label in labels}) == len(labels) \
-            and not RESERVED_KEYS & {label.lower() for label in labels}:
+            and not reserved & {label.lower() for label in labels}:
         return [(label, label.lower()) for label in labels]
-    return [(label, POSITIONAL_KEYS[i] if i < len(POSITIONAL_KEYS) else None) for i, label in enumerate(labels)]
+    positional = [*"1234567890", *(c for c in "abcdefghijklmnopqrstuvwxyz" if c not in reserved)]
+    return [(label, positional[i] if i < len(positional) else None) for i, label in enumerate(labels)]
 
 
 def _require(request, allowed: frozenset[str]) -> None:
@@ -66,6 +68,31 @@ def label_workspace(request, slug):
         "project": project, "keys": keys, "area": "label", "config": config,
         "summary": selectors.annotator_summary(project_id=project.pk, user=request.user),
     })
+
+
+@login_required
+def group_home(request):
+    _require(request, roles.ANNOTATE)
+    projects = list(projects_for_user(request.user).order_by("slug"))
+    if len(projects) == 1:
+        return redirect("label-groups", slug=projects[0].slug)
+    return render(request, "labeling/projects.html", {"projects": projects, "area": "groups"})
+
+
+@login_required
+@ensure_csrf_cookie
+def group_workspace(request, slug):
+    """Label a group at once: its members as a grid, keyboard first (labeling/static/groups.js)."""
+    _require(request, roles.ANNOTATE)
+    project = _project(request, slug)
+    keys = label_keys(project.labels, GROUP_RESERVED_KEYS)
+    config = {
+        "keys": {key: label for label, key in keys if key},
+        "next": reverse("group-next", args=[project.slug]),
+        "heartbeat_seconds": max(5, min(60, settings.FLYWHEEL_LEASE_SECONDS // 3)),
+    }
+    return render(request, "labeling/groups.html", {"project": project, "keys": keys, "area": "label",
+                                                    "config": config})
 
 
 @login_required

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from common.policy import Policy
 
-HUMAN_SOURCES = frozenset({"annotation", "consensus", "review", "gold"})
+# A group label is a person's decision too, made once for similar items.
+HUMAN_SOURCES = frozenset({"annotation", "consensus", "review", "gold", "group"})
 
 
 @dataclass(frozen=True)

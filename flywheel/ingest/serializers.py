@@ -1,5 +1,6 @@
 """Input and output shapes of the ingestion API: predictions and end users' feedback."""
 
+import numpy as np
 from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
@@ -30,6 +31,9 @@ class PredictionInputDoc(serializers.Serializer):
     input = serializers.DictField(required=False, help_text="text, image (base64) or image_url (s3:// or https://).")
     metadata = serializers.DictField(required=False)
     created_at = serializers.DateTimeField(required=False)
+    embedding = serializers.ListField(child=serializers.FloatField(), required=False, min_length=1, max_length=4096,
+                                      help_text="The app's own representation of the input: up to 4,096 finite "
+                                                "numbers, stored as float32. Group labeling compares it.")
 
 
 class PredictionBatchInputDoc(serializers.Serializer):
@@ -93,14 +97,20 @@ class PredictionSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="external_id")
     model_version = serializers.CharField(source="model_version.name")
     uncertainty = serializers.SerializerMethodField()
+    embedding = serializers.SerializerMethodField(help_text="The embedding as stored (float32), or null.")
 
     class Meta:
         model = Prediction
         fields = ["id", "model_version", "label", "confidence", "probabilities", "uncertainty", "features",
-                  "input", "metadata", "audit", "created_at", "received_at"]
+                  "input", "metadata", "embedding", "audit", "created_at", "received_at"]
 
     def get_uncertainty(self, obj) -> dict[str, float]:
         return {"least_confidence": obj.least_confidence, "margin": obj.margin, "entropy": obj.entropy}
+
+    def get_embedding(self, obj) -> list[float] | None:
+        if obj.embedding is None:
+            return None
+        return np.frombuffer(bytes(obj.embedding), dtype="<f4").tolist()
 
 
 class PredictionDetailSerializer(PredictionSerializer):

@@ -201,7 +201,7 @@ def _predictions_insert_portable(project, items, scores, draws, policy, version_
             project=project, external_id=item.external_id, model_version_id=version_ids[item.model_version],
             label=item.label, confidence=item.confidence, probabilities=item.probabilities,
             least_confidence=score.least_confidence, margin=score.margin, entropy=score.entropy,
-            features=item.features, input=item.input, metadata=item.metadata,
+            features=item.features, input=item.input, metadata=item.metadata, embedding=item.embedding,
             audit=draw < policy.audit_rate, batch_id=batch.pk, created_at=item.created_at or now, received_at=now,
         )
         for item, score, draw in zip(items, scores, draws, strict=True)
@@ -226,12 +226,13 @@ WITH batch AS (
 ), inserted AS (
     INSERT INTO flywheel_prediction (
         project_id, batch_id, received_at, external_id, model_version_id, label, confidence, probabilities,
-        least_confidence, margin, entropy, features, input, metadata, audit, created_at)
+        least_confidence, margin, entropy, features, input, metadata, audit, created_at, embedding)
     SELECT %(project)b, batch.id, %(now)b, rows.* FROM batch, unnest(
         %(external_id)b::text[], %(model_version)b::bigint[], %(label)b::text[], %(confidence)b::float8[],
         %(probabilities)b::text[]::jsonb[], %(least_confidence)b::float8[], %(margin)b::float8[],
         %(entropy)b::float8[], %(features)b::text[]::jsonb[], %(input)b::text[]::jsonb[],
-        %(metadata)b::text[]::jsonb[], %(audit)b::bool[], %(created_at)b::timestamptz[]) AS rows
+        %(metadata)b::text[]::jsonb[], %(audit)b::bool[], %(created_at)b::timestamptz[],
+        %(embedding)b::bytea[]) AS rows
     ON CONFLICT (project_id, external_id) DO NOTHING
     RETURNING external_id, id
 ), recorded AS (
@@ -260,6 +261,7 @@ def _predictions_insert_postgres(project, items, scores, draws, policy, version_
         "metadata": [_json(item.metadata) if item.metadata else empty for item in items],
         "audit": [draw < policy.audit_rate for draw in draws],
         "created_at": [item.created_at or now for item in items],
+        "embedding": [item.embedding for item in items],
     }
     connection.ensure_connection()
     # Server-side binding with binary arrays: one parameter per column whatever the batch

@@ -2,11 +2,13 @@
 in tens of milliseconds, where a field-by-field DRF serializer takes seconds. Every error
 names its field (`predictions[3].confidence`) and its reason. No Django ORM here."""
 
+import array
 import base64
 import binascii
 import io
 import math
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,13 +19,17 @@ MODEL_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FEATURE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 PREDICTION_FIELDS = frozenset(
-    {"id", "model_version", "label", "confidence", "probabilities", "features", "input", "metadata", "created_at"}
+    {"id", "model_version", "label", "confidence", "probabilities", "features", "input", "metadata", "created_at",
+     "embedding"}
 )
 INPUT_FIELDS = frozenset({"text", "image", "image_url"})
 MAX_TEXT_CHARS = 100_000
 MAX_CATEGORY_CHARS = 256
 MAX_METADATA_KEYS = 50
 MAX_FEATURES = 2_000
+MAX_EMBEDDING = 4_096
+# Embeddings are stored as float32: a larger magnitude would become infinity there.
+FLOAT32_MAX = 3.4028234663852886e38
 PROBABILITY_SUM_TOLERANCE = 1e-3
 FUTURE_SKEW = timedelta(hours=1)
 MAX_ERRORS = 50
@@ -48,6 +54,8 @@ class PredictionInput:
     input: dict
     metadata: dict
     created_at: datetime | None
+    # The app's own representation of the input as little-endian float32 bytes (embedding_bytes).
+    embedding: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,13 +206,40 @@ def _parse_one(item, path, errors, labels, features, image_limits, now) -> Predi
     if created_at is not None:
         created_at = _parse_time(created_at, path + "created_at", errors, now)
 
+    embedding = item.get("embedding")
+    if embedding is not None:
+        embedding = _parse_embedding(embedding, path + "embedding", errors)
+
     if len(errors.fields) > before:
         return None
     return PredictionInput(
         external_id=external_id, model_version=model_version, label=label, confidence=float(confidence),
         probabilities=probabilities, features=feature_values, input=input_value, metadata=metadata,
-        created_at=created_at,
+        created_at=created_at, embedding=embedding,
     )
+
+
+def _parse_embedding(value, path, errors) -> bytes | None:
+    """An embedding as float32 bytes: 1 to 4,096 finite numbers that float32 can hold."""
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_EMBEDDING:
+        errors.add(path, f"Must be a list of 1 to {MAX_EMBEDDING} numbers.")
+        return None
+    for index, number in enumerate(value):
+        kind = type(number)
+        # The magnitude first: math.isfinite of a huge integer raises instead of answering.
+        if (kind is not float and kind is not int) or abs(number) > FLOAT32_MAX or not math.isfinite(number):
+            errors.add(f"{path}[{index}]", "Must be a finite number (at most 3.4e38 in magnitude).")
+            return None
+    return embedding_bytes(value)
+
+
+def embedding_bytes(values) -> bytes:
+    """Floats as the bytes an embedding is stored as: little-endian float32, 4 bytes each
+    (numpy reads them back with dtype "<f4")."""
+    packed = array.array("f", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return packed.tobytes()
 
 
 def _parse_probabilities(value, path, errors, labels) -> dict[str, float] | None:

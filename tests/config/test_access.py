@@ -84,6 +84,16 @@ ENDPOINTS = [
     Endpoint("POST", "/api/v1/tasks/{task}/review/", {"reviewer", "ops", "admin"}, ok=409, setup="task",
              body={"verdict": "accept"}),
     Endpoint("GET", "/api/v1/tasks/{task}/image/", ANNOTATORS, setup="task"),
+    Endpoint("GET", "/api/v1/tasks/{task}/similar/", ANNOTATORS, setup="task"),
+    # Groups: {group} is an open group of one task, which nobody holds (setup="group").
+    Endpoint("POST", "/api/v1/projects/{slug}/groups/build/", {"reviewer", "ops", "admin"}),
+    Endpoint("GET", "/api/v1/projects/{slug}/groups/", ANNOTATORS),
+    Endpoint("POST", "/api/v1/projects/{slug}/groups/next/", ANNOTATORS, ok=204),
+    Endpoint("POST", "/api/v1/groups/{group}/heartbeat/", ANNOTATORS, ok=409, setup="group"),
+    Endpoint("POST", "/api/v1/groups/{group}/release/", ANNOTATORS, setup="group"),
+    Endpoint("POST", "/api/v1/groups/{group}/annotations/", ANNOTATORS, ok=409, setup="group", body={"label": "1"}),
+    Endpoint("POST", "/api/v1/groups/{group}/split/", ANNOTATORS, ok=409, setup="group"),
+    Endpoint("POST", "/api/v1/groups/{group}/merge/", ANNOTATORS, ok=400, setup="group", body={"with": 999999}),
     # Datasets: version 1 is ready, version 2 failed (setup="datasets").
     Endpoint("GET", "/api/v1/projects/{slug}/datasets/", {"ops", "admin"}),
     Endpoint("POST", "/api/v1/projects/{slug}/datasets/", {"ops", "admin"}, ok=202, body={"note": "matrix"}),
@@ -130,6 +140,9 @@ ENDPOINTS = [
     Endpoint("GET", "/label/", PEOPLE, kind="page", ok={"annotator": 302, "reviewer": 302, "ops": 302}),
     Endpoint("GET", "/label/{slug}/", PEOPLE, kind="page"),
     Endpoint("GET", "/label/{other}/", PEOPLE, kind="page", other_project=True),
+    Endpoint("GET", "/label/groups/", PEOPLE, kind="page", ok={"annotator": 302, "reviewer": 302, "ops": 302}),
+    Endpoint("GET", "/label/groups/{slug}/", PEOPLE, kind="page"),
+    Endpoint("GET", "/label/groups/{other}/", PEOPLE, kind="page", other_project=True),
     Endpoint("GET", "/review/", {"reviewer", "ops", "admin"}, kind="page", ok={"reviewer": 302, "ops": 302}),
     Endpoint("GET", "/review/{slug}/", {"reviewer", "ops", "admin"}, kind="page"),
     Endpoint("GET", "/review/{other}/", {"reviewer", "ops", "admin"}, kind="page", other_project=True),
@@ -234,7 +247,7 @@ def _client(endpoint: Endpoint, role: str, accounts):
 def _call(endpoint: Endpoint, role: str, accounts, client):
     """Set up what the row needs and make its request as `role` with `client`."""
     task = None
-    if endpoint.setup in ("prediction", "task"):
+    if endpoint.setup in ("prediction", "task", "group"):
         image = digit_png(np.zeros(64))
         response = factories.api_client(accounts["app"][1]).post(
             "/api/v1/projects/digits/predictions/",
@@ -250,6 +263,8 @@ def _call(endpoint: Endpoint, role: str, accounts, client):
                "bystander_key": ApiToken.objects.get(user__username="m-bystander").pk}
     if endpoint.setup == "training":
         context["run"] = _training_run()
+    if endpoint.setup == "group":
+        context["group"] = _group(task)
     if endpoint.setup == "drift_report":
         context["report"] = monitoring_services.drift_check_run(project=Project.objects.get(slug="digits")).pk
     path = endpoint.path.format(**context)
@@ -314,6 +329,15 @@ def _json(body):
     import json
 
     return json.dumps(body) if body is not None else ""
+
+
+def _group(task_id: int) -> int:
+    from labeling.models import Group, Task
+
+    group = Group.objects.create(project=Project.objects.get(slug="digits"), representation="features",
+                                 suggested_label="0", priority=1.0)
+    Task.objects.filter(pk=task_id).update(group=group)
+    return group.pk
 
 
 def _training_run() -> int:

@@ -205,3 +205,41 @@ def test_nothing_listening_fails_after_the_retries():
         Client("ftp://example", "token")
     with pytest.raises(ValueError):
         client.log_predictions("p", [], batch_size=20_000)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_groups_are_built_fixed_and_labeled_through_the_client():
+    project = factories.project(labeling={"gold_rate": 0.0, "grouping": {"target_size": 12}})
+    app_token = factories.user_with_role(Role.APP, project)[1]
+    annotator_token = factories.user_with_role(Role.ANNOTATOR, project)[1]
+    reviewer_token = factories.user_with_role(Role.REVIEWER, project)[1]
+    rng = np.random.default_rng(0)
+    centres = {"3": [1.0, 0.0, 0.0], "7": [0.0, 1.0, 0.0]}
+    items = [factories.prediction(i, label=digit, confidence=0.3,
+                                  embedding=(np.asarray(centres[digit]) + rng.normal(0, 0.05, 3)).tolist())
+             for i, digit in enumerate(["3"] * 6 + ["7"] * 6)]
+
+    with LiveService() as service:
+        app, annotator, reviewer = (Client(service.url, t) for t in (app_token, annotator_token, reviewer_token))
+        app.log_predictions("digits", items)
+        assert reviewer.build_groups("digits") == {"groups": 1, "grouped_tasks": 12, "ungrouped_tasks": 0}
+        group = annotator.next_group("digits")
+        assert group["size"] == 12 and annotator.group_heartbeat(group["id"])["lease_expires_at"]
+        threes, sevens = annotator.split_group(group["id"])
+        assert {threes["suggested_label"], sevens["suggested_label"]} == {"3", "7"}
+        merged = annotator.merge_groups(threes["id"], sevens["id"])
+        assert merged["size"] == 12
+        threes, sevens = sorted(annotator.split_group(merged["id"]), key=lambda g: g["suggested_label"])
+        assert annotator.release_group(sevens["id"])["group"]["status"] == "open"
+        # Only open tasks are similar candidates: the released 7s, nearest first.
+        similar = annotator.similar_tasks(sevens["members"][0]["task_id"], k=3)
+        assert len(similar) == 3 and [s["distance"] for s in similar] == sorted(s["distance"] for s in similar)
+        assert {s["prediction"]["label"] for s in similar} == {"7"}
+        odd = threes["members"][0]["task_id"]
+        assert annotator.annotate_group(threes["id"], "3", exclude=[odd], lead_time_s=6.0) == {
+            "labeled": 5, "returned": 1}
+        assert annotator.groups("digits", status="done")["count"] == 1
+        with pytest.raises(FlywheelError) as lost:
+            annotator.annotate_group(threes["id"], "3")
+        assert lost.value.status == 409
+    assert Label.objects.filter(source="group", label="3").count() == 5

@@ -250,3 +250,16 @@ def test_batch_ingestion_query_count_does_not_grow_with_the_batch(app_client, pr
     assert queries_for(1000, 100) == queries_for(10, 5000)
     assert queries_for(10, 6000) <= 16
     assert ModelVersion.objects.count() == 1
+
+
+def test_an_embedding_is_stored_as_float32_bytes_and_read_back(app_client, project):
+    import numpy as np
+
+    vector = [0.1, -2.5, 3.0e38, 0.0]
+    post(app_client, {"predictions": [prediction(1, embedding=vector), prediction(2)]})
+    stored = Prediction.objects.get(external_id="p-1").embedding
+    assert bytes(stored) == np.asarray(vector, dtype="<f4").tobytes()  # 4 bytes a number, not JSON
+    assert Prediction.objects.get(external_id="p-2").embedding is None
+    body = app_client.get(URL + "p-1/").json()
+    assert body["embedding"] == pytest.approx(np.asarray(vector, dtype=np.float32).tolist())
+    assert app_client.get(URL + "p-2/").json()["embedding"] is None

@@ -72,6 +72,13 @@ def assert_refused(response, status, field=None, code=None):
         ({"created_at": "2026-01-01T10:00:00"}, "created_at", "time zone"),
         ({"created_at": "2999-01-01T10:00:00Z"}, "created_at", "future"),
         ({"surprise": 1}, "surprise", "Unknown"),
+        ({"embedding": []}, "embedding", "1 to 4096"),
+        ({"embedding": "0.1 0.2"}, "embedding", "list"),
+        ({"embedding": [0.0] * 4097}, "embedding", "1 to 4096"),
+        ({"embedding": [0.1, "x"]}, "embedding[1]", "finite number"),
+        ({"embedding": [0.1, True]}, "embedding[1]", "finite number"),
+        ({"embedding": [1e39]}, "embedding[0]", "3.4e38"),
+        ({"embedding": [10**39]}, "embedding[0]", "3.4e38"),
     ],
 )
 def test_invalid_prediction_field_is_named_with_its_reason(app_client, project, changes, field, reason_part):

@@ -1,0 +1,72 @@
+"""Group labeling's clustering on scikit-learn's digits (1,797 8x8 images, 64 pixels each,
+used as the embedding): purity, coverage and time of the candidate methods and sizes.
+Prints the figures docs/concepts.md (Group labeling) cites. Pure computation, no database
+(about 30 seconds):
+
+    python bench/grouping.py
+"""
+
+import os
+import sys
+
+# Run as `python bench/grouping.py`, Python puts bench/ first on the path: put the repository
+# there instead, so the project's packages import.
+sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import math  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+from sklearn.cluster import AgglomerativeClustering, KMeans  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+from labeling import grouping  # noqa: E402
+
+
+def _groups_of(assignment, min_size, max_size):
+    groups = [np.flatnonzero(assignment == c) for c in np.unique(assignment)]
+    return [g.tolist() for g in groups if min_size <= len(g) <= max_size]
+
+
+def main() -> None:
+    digits = load_digits()
+    truth = digits.target
+    vectors = grouping.embedding_matrix([np.asarray(row, dtype="<f4").tobytes() for row in digits.data])
+    n = len(vectors)
+    print(f"digits: {n} items, 64 features, unit-length embeddings; min_size 3, max_size 50")
+    print(f"{'method':<28}{'target':>7}{'groups':>8}{'grouped':>9}{'purity':>8}{'seconds':>9}")
+
+    def report(name, target, groups, seconds):
+        grouped = sum(len(g) for g in groups)
+        print(f"{name:<28}{target:>7}{len(groups):>8}{grouped / n:>9.1%}{grouping.purity(groups, truth):>8.1%}"
+              f"{seconds:>9.2f}")
+
+    for target in (5, 10, 20, 40):
+        started = time.perf_counter()
+        formed = grouping.groups_form(vectors, min_size=3, max_size=50, target_size=target)
+        report("ward (groups_form)", target, [f.members for f in formed], time.perf_counter() - started)
+        clusters = math.ceil(n / target)
+        for name, model in [
+            ("average linkage, cosine", AgglomerativeClustering(n_clusters=clusters, linkage="average",
+                                                                metric="cosine")),
+            ("k-means (k-means++)", KMeans(n_clusters=clusters, n_init=1, random_state=0)),
+        ]:
+            started = time.perf_counter()
+            assignment = model.fit_predict(vectors)
+            report(name, target, _groups_of(assignment, 3, 50), time.perf_counter() - started)
+    # The same digits without an embedding: pixels as numeric features with their declared
+    # range (0 to 16), the path a project without embeddings takes.
+    schema = [{"name": f"p{i}", "type": "numeric", "min": 0, "max": 16} for i in range(64)]
+    rows = [{f"p{i}": float(v) for i, v in enumerate(row)} for row in digits.data]
+    started = time.perf_counter()
+    features = grouping.feature_matrix(rows, schema)
+    formed = grouping.groups_form(features, min_size=3, max_size=50, target_size=20)
+    report("ward on scaled features", 20, [f.members for f in formed], time.perf_counter() - started)
+    # What a person saves: one look per group instead of one per item.
+    formed = grouping.groups_form(vectors, min_size=3, max_size=50, target_size=20)
+    grouped = sum(len(f.members) for f in formed)
+    print(f"default (ward, 20): {grouped} items in {len(formed)} groups, {grouped / len(formed):.1f} items a group")
+
+
+if __name__ == "__main__":
+    main()
