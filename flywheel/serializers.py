@@ -54,7 +54,7 @@ class RoutingPolicySerializer(PolicySerializer):
     audit_rate = serializers.FloatField(min_value=0.0, max_value=1.0, required=False,
                                         help_text="Share of predictions routed at random, whatever their confidence.")
     daily_budget = serializers.IntegerField(min_value=0, max_value=10_000_000, required=False,
-                                            help_text="Uncertainty-routed tasks per UTC day.")
+                                            help_text="Uncertainty- and disagreement-routed tasks per UTC day.")
     annotations_per_task = serializers.IntegerField(min_value=1, max_value=10, required=False,
                                                     help_text="Distinct annotators per task (overlap).")
     demote_stale = serializers.BooleanField(
@@ -63,6 +63,10 @@ class RoutingPolicySerializer(PolicySerializer):
     skip_resolved = serializers.BooleanField(
         required=False, help_text="When end-user feedback resolves a prediction's label, its open uncertainty-routed "
                                   "task is canceled (audit tasks stay).")
+    disagreement_rate = serializers.FloatField(
+        min_value=0.0, max_value=1.0, required=False,
+        help_text="Share of the predictions a shadow model disagrees with the champion on that are routed "
+                  "(reason disagreement), within the daily budget.")
 
 
 class RetrainingPolicySerializer(PolicySerializer):

@@ -14,6 +14,7 @@ class TaskReason(models.TextChoices):
     FEEDBACK_REJECT = "feedback_reject", "End user rejected the prediction"
     DRIFT = "drift", "Drifted data"
     GOLD = "gold", "Gold task with a known answer"
+    DISAGREEMENT = "disagreement", "A shadow model disagrees with the champion"
 
 
 class TaskStatus(models.TextChoices):

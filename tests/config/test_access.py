@@ -68,6 +68,8 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/projects/{slug}/stats/", {"ops", "admin"}),
     Endpoint("POST", "/api/v1/projects/{slug}/feedback/", {"app", "admin"}, ok=201, setup="prediction",
              body={"prediction_id": "p-0", "kind": "confirm"}),
+    Endpoint("POST", "/api/v1/projects/{slug}/shadow-predictions/", {"app", "admin"}, ok=201, setup="prediction",
+             body={"prediction_id": "p-0", "model_version": "rc-1", "label": "1", "confidence": 0.7}),
     Endpoint("POST", "/api/v1/projects/{slug}/tasks/next/", ANNOTATORS, ok=204),
     Endpoint("GET", "/api/v1/projects/{slug}/tasks/", ANNOTATORS),
     Endpoint("GET", "/api/v1/projects/{slug}/annotators/me/", ANNOTATORS),

@@ -1,0 +1,157 @@
+"""Writes of shadow ingestion: a challenger's answers for served predictions, and the
+routing of the predictions it disagrees with the champion on."""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+from django.db import transaction
+from django.utils import timezone
+
+from common.errors import DomainError, NotFound, validation_message
+from flywheel.ingest import routing
+from flywheel.ingest.services import budget_take, model_versions_resolve
+from flywheel.ingest.validation import ShadowPredictionInput
+from flywheel.models import Disagreement, Prediction, Project, ShadowPrediction
+from labeling import selectors as labeling_selectors
+from labeling import services as labeling_services
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ShadowIngestResult:
+    created: int = 0
+    duplicates: int = 0
+    results: list[dict] = field(default_factory=list)
+    routed: int = 0
+
+    def as_body(self) -> dict:
+        """The answer the API gives (docs/api.md: Shadow predictions)."""
+        return {"created": self.created, "duplicates": self.duplicates, "results": self.results}
+
+
+def shadow_predictions_ingest(*, project: Project, items: list[ShadowPredictionInput], batch: bool,
+                              now: datetime | None = None) -> ShadowIngestResult:
+    """Store a shadow model's answers and route the predictions it disagrees with the
+    champion on, in one transaction. Idempotent on (prediction, shadow version): a retried
+    answer is reported with what was decided for it the first time. Nothing is stored when
+    any item is refused."""
+    now = now or timezone.now()
+    policy = routing.RoutingPolicy.from_dict(project.routing)
+    wanted = sorted({item.prediction_id for item in items})
+    with transaction.atomic():
+        # Locked in id order: two requests answering for the same predictions (two shadows,
+        # or a retry) decide their routing one after the other, so it happens once.
+        served = {p.external_id: p for p in Prediction.objects.select_for_update(of=("self",)).filter(
+            project=project, external_id__in=wanted).order_by("id").only(
+            "id", "external_id", "label", "model_version__name", "model_version_id").select_related("model_version")}
+        _refuse_unknown_and_champions(items=items, served=served, batch=batch)
+        # Versions are created only once every item is accepted (the cache of version ids
+        # must never hold one a rolled-back transaction made).
+        version_ids = model_versions_resolve(project=project, names={item.model_version for item in items})
+
+        pairs = {(served[i.prediction_id].pk, version_ids[i.model_version]): i for i in items}
+        stored = _stored_pairs(prediction_ids=[p.pk for p in served.values()], version_ids=set(version_ids.values()))
+        fresh = [(key, item) for key, item in pairs.items() if key not in stored]
+        ShadowPrediction.objects.bulk_create([
+            ShadowPrediction(project=project, prediction_id=pid, model_version_id=vid,
+                             champion_id=served[item.prediction_id].model_version_id, label=item.label,
+                             confidence=item.confidence, probabilities=item.probabilities,
+                             agrees=item.label == served[item.prediction_id].label, received_at=now)
+            for (pid, vid), item in fresh
+        ], batch_size=2000)
+        agrees = {**stored, **{key: item.label == served[item.prediction_id].label for key, item in fresh}}
+        disagreeing = sorted({pid for (pid, _), agree in agrees.items() if not agree})
+        routed = _disagreements_route(project=project, policy=policy, served=served, prediction_ids=disagreeing,
+                                      now=now)
+        outcomes = {d.prediction_id: d for d in Disagreement.objects.filter(prediction_id__in=disagreeing)}
+
+    result = ShadowIngestResult(created=len(fresh), routed=routed)
+    created_keys = {key for key, _ in fresh}
+    seen: set = set()
+    for item in items:
+        key = (served[item.prediction_id].pk, version_ids[item.model_version])
+        duplicate = key in seen or key not in created_keys
+        seen.add(key)
+        result.duplicates += duplicate
+        if agrees[key]:
+            entry = {"agrees": True, "routed": False, "reason": routing.Reason.AGREES, "task_id": None}
+        else:
+            outcome = outcomes[key[0]]
+            entry = {"agrees": False, "routed": outcome.task_id is not None, "reason": outcome.reason,
+                     "task_id": outcome.task_id}
+        result.results.append({"prediction_id": item.prediction_id, **entry, "duplicate": duplicate})
+    log.info("shadow.stored", project=project.slug, created=result.created, duplicates=result.duplicates,
+             disagreements=len(disagreeing), routed=routed)
+    return result
+
+
+def _refuse_unknown_and_champions(*, items, served: dict[str, Prediction], batch: bool) -> None:
+    """A shadow answer needs a served prediction, and a model is no shadow of itself."""
+    fields: dict[str, list[str]] = {}
+    for index, item in enumerate(items):
+        path = f"shadow_predictions[{index}]." if batch else ""
+        prediction = served.get(item.prediction_id)
+        if prediction is None:
+            if not batch:
+                raise NotFound("prediction_not_found", f"No prediction '{item.prediction_id}' in this project.")
+            fields[path + "prediction_id"] = ["No such prediction in this project."]
+        elif prediction.model_version.name == item.model_version:
+            fields[path + "model_version"] = [
+                f"'{item.model_version}' served this prediction: it is the champion, not a shadow of it."]
+        if len(fields) >= 50:
+            break
+    if fields:
+        raise DomainError("invalid", validation_message(fields), fields=fields)
+
+
+def _stored_pairs(*, prediction_ids: list[int], version_ids: set[int]) -> dict[tuple[int, int], bool]:
+    """{(prediction id, shadow version id): agrees} of the answers already stored."""
+    rows = ShadowPrediction.objects.filter(prediction_id__in=prediction_ids, model_version_id__in=version_ids)
+    return {(pid, vid): agrees for pid, vid, agrees in rows.values_list("prediction_id", "model_version_id", "agrees")}
+
+
+def _disagreements_route(*, project: Project, policy: routing.RoutingPolicy, served: dict[str, Prediction],
+                         prediction_ids: list[int], now: datetime) -> int:
+    """Decide, once per prediction, whether a disagreement goes to the queue: drawn at the
+    policy's disagreement_rate (a draw fixed by the prediction id), within the daily budget.
+    A prediction already in the queue, or already labeled, needs no second task: its label
+    serves the comparison. Returns how many tasks were created."""
+    decided = set(Disagreement.objects.filter(prediction_id__in=prediction_ids).values_list("prediction_id", flat=True))
+    new = [pid for pid in prediction_ids if pid not in decided]
+    if not new:
+        return 0
+    external = {p.pk: p.external_id for p in served.values()}
+    draws = {pid: routing.disagreement_draw(project.audit_salt, external[pid]) for pid in new}
+    drawn = [pid for pid in new if draws[pid] < policy.disagreement_rate]
+    existing = labeling_selectors.active_tasks_for_predictions(drawn)
+    labeled = labeling_selectors.labeled_predictions([pid for pid in drawn if pid not in existing])
+    needing = sorted((pid for pid in drawn if pid not in existing and pid not in labeled), key=draws.__getitem__)
+    granted = budget_take(project=project, day=now.date(), wanted=len(needing), limit=policy.daily_budget)
+    task_ids = labeling_services.tasks_create(
+        project_id=project.pk,
+        specs=[labeling_services.TaskSpec(pid, routing.Reason.DISAGREEMENT,
+                                          routing.disagreement_priority(draws[pid], policy.disagreement_rate))
+               for pid in needing[:granted]],
+        annotations_required=policy.annotations_per_task,
+    )
+    created = dict(zip(needing[:granted], task_ids, strict=True))
+    rows = []
+    for pid in new:
+        if draws[pid] >= policy.disagreement_rate:
+            reason, task_id = routing.Reason.NOT_DRAWN, None
+        elif pid in existing:
+            reason, task_id = existing[pid].reason, existing[pid].pk
+        elif pid in labeled:
+            reason, task_id = routing.Reason.LABELED, None
+        elif pid in created:
+            reason, task_id = routing.Reason.DISAGREEMENT, created[pid]
+        else:
+            reason, task_id = routing.Reason.BUDGET_EXHAUSTED, None
+        rows.append(Disagreement(prediction_id=pid, project=project, rate=policy.disagreement_rate,
+                                 drawn=draws[pid] < policy.disagreement_rate, reason=reason, task_id=task_id,
+                                 created_at=now))
+    Disagreement.objects.bulk_create(rows, batch_size=2000)
+    return len(created)
+
