@@ -11,6 +11,7 @@ from flywheel.ingest import routing
 from flywheel.ingest.validation import FEATURE_NAME_RE
 from flywheel.models import FeatureType, Project
 from flywheel.training import evaluation
+from flywheel.training.live import LiveGatePolicy
 from flywheel.training.policy import RetrainingPolicy
 from monitoring.policy import DriftPolicy
 from monitoring.serializers import DriftPolicySerializer
@@ -69,6 +70,15 @@ class RoutingPolicySerializer(PolicySerializer):
                   "(reason disagreement), within the daily budget.")
 
 
+class LiveGatePolicySerializer(PolicySerializer):
+    enabled = serializers.BooleanField(required=False, help_text="A candidate that passes the offline gate goes into "
+                                                                 "shadow; the live gate promotes or retires it.")
+    min_labels = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False,
+                                          help_text="Labeled disagreements needed before deciding.")
+    min_improvement = serializers.FloatField(min_value=-1.0, max_value=1.0, required=False,
+                                             help_text="Promote when the difference's lower bound passes this.")
+
+
 class RetrainingPolicySerializer(PolicySerializer):
     min_new_labels = serializers.IntegerField(min_value=0, required=False,
                                               help_text="Retrain once this many new resolved labels exist (0: never).")
@@ -99,6 +109,7 @@ class RetrainingPolicySerializer(PolicySerializer):
                                          help_text="The external trainer's endpoint (trainer 'external').")
     external_secret = serializers.CharField(max_length=200, required=False, allow_blank=True, write_only=True,
                                             help_text="Signs the calls to the external trainer; never shown.")
+    live_gate = LiveGatePolicySerializer(required=False, help_text="Judge a candidate on live traffic in shadow.")
 
     def validate_trainer(self, value):
         if value not in settings.FLYWHEEL_TRAINERS:
@@ -180,4 +191,5 @@ class ProjectSerializer(serializers.ModelSerializer):
         policy = {**RetrainingPolicy.from_dict(project.retraining).as_dict(),
                   **evaluation.GatePolicy.from_dict(project.retraining).as_dict()}
         policy["external_secret"] = "(set)" if policy.get("external_secret") else ""
+        policy["live_gate"] = LiveGatePolicy.from_dict(project.retraining.get("live_gate")).as_dict()
         return policy

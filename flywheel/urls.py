@@ -30,6 +30,7 @@ urlpatterns = [
     path("projects/<slug:slug>/models/rollback/", training.ModelRollbackApi.as_view(), name="model-rollback"),
     path("projects/<slug:slug>/models/promotions/", training.PromotionListApi.as_view(), name="model-promotions"),
     path("projects/<slug:slug>/models/<str:name>/promote/", training.ModelPromoteApi.as_view(), name="model-promote"),
+    path("projects/<slug:slug>/models/<str:name>/shadow/", training.ModelShadowApi.as_view(), name="model-shadow"),
     path("projects/<slug:slug>/models/<str:name>/artifact/", training.ModelArtifactApi.as_view(),
          name="model-artifact"),
 ]

@@ -21,6 +21,7 @@ from flywheel.training.serializers import (
     ModelVersionSerializer,
     PromotionInputSerializer,
     PromotionSerializer,
+    ShadowComparisonSerializer,
     TrainingCompleteInputSerializer,
     TrainingRunInputSerializer,
     TrainingRunSerializer,
@@ -144,3 +145,13 @@ class ModelArtifactApi(APIView):
         response["X-Artifact-Libraries"] = ", ".join(f"{k}=={v}" for k, v in sorted(version.libraries.items()))
         response["Content-Disposition"] = f'attachment; filename="{version.name}.pkl"'
         return response
+
+
+class ModelShadowApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.OBSERVE)]
+
+    @extend_schema(responses=ShadowComparisonSerializer,
+                   summary="Champion against this shadow model on live traffic, and the live gate's verdict")
+    def get(self, request, slug, name):
+        project = project_get_for_user(user=request.user, slug=slug)
+        return Response(ShadowComparisonSerializer(selectors.shadow_comparison(project=project, name=name)).data)

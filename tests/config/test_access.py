@@ -109,6 +109,7 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/projects/{slug}/models/", {"ops", "admin"}),
     Endpoint("GET", "/api/v1/projects/{slug}/models/promotions/", {"ops", "admin"}),
     Endpoint("POST", "/api/v1/projects/{slug}/models/{name}/promote/", {"ops", "admin"}, setup="training", body={}),
+    Endpoint("GET", "/api/v1/projects/{slug}/models/{name}/shadow/", {"ops", "admin"}, setup="training"),
     Endpoint("POST", "/api/v1/projects/{slug}/models/rollback/", {"ops", "admin"}, ok=409, body={}),
     # run-1 was not trained here in this setup: it has no artifact to hand out.
     Endpoint("GET", "/api/v1/projects/{slug}/models/{name}/artifact/", {"app", "ops", "admin"}, ok=404,
