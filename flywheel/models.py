@@ -355,6 +355,42 @@ class TrainingRun(TimeStampedModel):
 # --- Shadow mode ------------------------------------------------------------------------------------
 
 
+class ShadowState(models.TextChoices):
+    ACTIVE = "active", "In shadow: scored on every new prediction and compared with the champion"
+    STOPPED = "stopped", "Taken out of shadow by a person"
+    RETIRED = "retired", "Taken out of shadow by the live gate: significantly worse than the champion"
+    PROMOTED = "promoted", "Promoted to champion by the live gate"
+
+
+class ShadowModel(TimeStampedModel):
+    """A model trained here that Flywheel runs in shadow: it scores every new prediction's
+    features beside the champion, off the ingestion path, and the live gate judges it.
+    One row per version; putting it back in shadow starts it afresh."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="shadows")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="shadows")
+    state = models.CharField(max_length=16, choices=ShadowState.choices, default=ShadowState.ACTIVE)
+    training_run = models.ForeignKey("flywheel.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+", help_text="The run whose candidate went into shadow.")
+    scored_floor = models.BigIntegerField(
+        default=0, help_text="Every prediction with an id up to this is scored, or predates the shadow.")
+    started_at = models.DateTimeField()
+    started_by = models.CharField(max_length=150, help_text="Who put it in shadow, or 'gate' for a training run.")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, help_text="Why it went into shadow, or why it left.")
+    verdict = models.CharField(max_length=16, blank=True, help_text="The live gate's last verdict: better, worse "
+                                                                    "or undecided.")
+    reasons = models.JSONField(default=list, blank=True, help_text="The live gate's reasons for it.")
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "model_version"], name="shadow_model_unique")]
+        indexes = [models.Index(fields=["state"], name="shadow_model_active", condition=models.Q(state="active"))]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.model_version_id} ({self.state})"
+
+
 class ShadowPrediction(models.Model):
     """What a shadow model (a challenger running beside the champion without serving anyone)
     answered for a prediction the champion served. Kept apart from predictions: it is never

@@ -8,7 +8,7 @@ from celery import shared_task
 from common.jobs import Backoff, run_or_retry
 from flywheel.datasets import services as datasets
 from flywheel.ingest import profiling
-from flywheel.training import runs, stages, triggers
+from flywheel.training import runs, shadow, stages, triggers
 
 DATASET_BUILD_RETRIES = 5
 DATASET_BUILD_BACKOFF = Backoff(base_seconds=10, max_seconds=300)
@@ -71,3 +71,20 @@ def retraining_triggers_task() -> list[int]:
 def training_watchdog_task() -> list[int]:
     """Queue again the training stages whose worker died."""
     return runs.training_watchdog()
+
+
+@shared_task(name=shadow.SCORE_TASK, acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=240, time_limit=300)
+def shadows_score_task() -> int:
+    """The beat's look at models in shadow: each scores the predictions stored since it last
+    did, exactly once. Safe to run twice and to miss a beat (what is unscored stays so until
+    some run takes it); no retries, the next beat is the retry."""
+    return shadow.shadows_score(time_budget=50)
+
+
+@shared_task(name="flywheel.shadow.live_gate", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=120, time_limit=180)
+def live_gates_task() -> dict[str, int]:
+    """The live gate's look at every model in shadow: promote, retire or wait. Safe to run
+    twice: a shadow it decided on is no longer active."""
+    return shadow.live_gates_evaluate()

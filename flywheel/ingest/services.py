@@ -271,8 +271,9 @@ def _predictions_insert_postgres(project, items, scores, draws, policy, version_
 
 
 def budget_take(*, project: Project, day, wanted: int, limit: int) -> int:
-    """Take up to `wanted` slots of today's budget (uncertainty and disagreement tasks); returns how many were granted. The row
-    lock serializes concurrent requests of one project only while they route."""
+    """Take up to `wanted` slots of today's budget (uncertainty and disagreement tasks);
+    returns how many were granted. The row lock serializes concurrent requests of one
+    project only while they route."""
     if wanted <= 0:
         return 0
     RoutingBudget.objects.get_or_create(project=project, day=day)

@@ -63,8 +63,8 @@ def shadow_predictions_ingest(*, project: Project, items: list[ShadowPredictionI
         ], batch_size=2000)
         agrees = {**stored, **{key: item.label == served[item.prediction_id].label for key, item in fresh}}
         disagreeing = sorted({pid for (pid, _), agree in agrees.items() if not agree})
-        routed = _disagreements_route(project=project, policy=policy, served=served, prediction_ids=disagreeing,
-                                      now=now)
+        routed = _disagreements_route(project=project, policy=policy, prediction_ids=disagreeing, now=now,
+                                      external_ids={p.pk: p.external_id for p in served.values()})
         outcomes = {d.prediction_id: d for d in Disagreement.objects.filter(prediction_id__in=disagreeing)}
 
     result = ShadowIngestResult(created=len(fresh), routed=routed)
@@ -112,7 +112,26 @@ def _stored_pairs(*, prediction_ids: list[int], version_ids: set[int]) -> dict[t
     return {(pid, vid): agrees for pid, vid, agrees in rows.values_list("prediction_id", "model_version_id", "agrees")}
 
 
-def _disagreements_route(*, project: Project, policy: routing.RoutingPolicy, served: dict[str, Prediction],
+def shadow_scores_store(*, project: Project, model_version_id: int, served: list[Prediction], labels: list[str],
+                        confidences: list[float], probabilities: list[dict[str, float]],
+                        now: datetime | None = None) -> int:
+    """Store what a shadow model scored here for served predictions (id, external_id, label
+    and model_version_id loaded) and route the ones it disagrees on, in the caller's
+    transaction. Returns how many answers were stored."""
+    now = now or timezone.now()
+    rows = ShadowPrediction.objects.bulk_create([
+        ShadowPrediction(project=project, prediction_id=p.pk, model_version_id=model_version_id,
+                         champion_id=p.model_version_id, label=label, confidence=confidence,
+                         probabilities=probs, agrees=label == p.label, received_at=now)
+        for p, label, confidence, probs in zip(served, labels, confidences, probabilities, strict=True)
+    ], batch_size=2000, ignore_conflicts=True)
+    disagreeing = sorted({p.pk for p, label in zip(served, labels, strict=True) if label != p.label})
+    _disagreements_route(project=project, policy=routing.RoutingPolicy.from_dict(project.routing),
+                         prediction_ids=disagreeing, now=now, external_ids={p.pk: p.external_id for p in served})
+    return len(rows)
+
+
+def _disagreements_route(*, project: Project, policy: routing.RoutingPolicy, external_ids: dict[int, str],
                          prediction_ids: list[int], now: datetime) -> int:
     """Decide, once per prediction, whether a disagreement goes to the queue: drawn at the
     policy's disagreement_rate (a draw fixed by the prediction id), within the daily budget.
@@ -122,8 +141,7 @@ def _disagreements_route(*, project: Project, policy: routing.RoutingPolicy, ser
     new = [pid for pid in prediction_ids if pid not in decided]
     if not new:
         return 0
-    external = {p.pk: p.external_id for p in served.values()}
-    draws = {pid: routing.disagreement_draw(project.audit_salt, external[pid]) for pid in new}
+    draws = {pid: routing.disagreement_draw(project.audit_salt, external_ids[pid]) for pid in new}
     drawn = [pid for pid in new if draws[pid] < policy.disagreement_rate]
     existing = labeling_selectors.active_tasks_for_predictions(drawn)
     labeled = labeling_selectors.labeled_predictions([pid for pid in drawn if pid not in existing])

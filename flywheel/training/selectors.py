@@ -14,6 +14,7 @@ from flywheel.models import (
     ModelVersion,
     Prediction,
     Project,
+    ShadowModel,
     ShadowPrediction,
     TrainingRun,
 )
@@ -164,6 +165,8 @@ def shadow_comparison(*, project: Project, name: str) -> dict:
         },
         "difference": difference.as_dict(), "p_value": difference.p_value, "slices": slices,
         "verdict": verdict.verdict, "reasons": verdict.reasons,
+        "shadow": ShadowModel.objects.filter(project=project, model_version=challenger).select_related(
+            "model_version", "training_run").first(),
     }
 
 

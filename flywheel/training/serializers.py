@@ -141,3 +141,22 @@ class ShadowComparisonSerializer(serializers.Serializer):
     slices = ShadowSliceSerializer(many=True)
     verdict = serializers.ChoiceField(choices=["better", "worse", "undecided"])
     reasons = serializers.ListField(child=serializers.CharField())
+    shadow = serializers.SerializerMethodField(help_text="Its shadow here when Flywheel scores with it, else null.")
+
+    def get_shadow(self, comparison) -> dict | None:
+        shadow = comparison.get("shadow")
+        return ShadowModelSerializer(shadow).data if shadow is not None else None
+
+
+class ShadowModelSerializer(serializers.Serializer):
+    model = serializers.CharField(source="model_version.name")
+    state = serializers.CharField(help_text="active, stopped, retired (by the live gate) or promoted.")
+    training_run = serializers.IntegerField(source="training_run.number", allow_null=True, default=None,
+                                            help_text="The run whose candidate went into shadow.")
+    started_at = serializers.DateTimeField()
+    started_by = serializers.CharField()
+    ended_at = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField()
+    verdict = serializers.CharField(help_text="The live gate's last verdict; empty before its first look.")
+    reasons = serializers.ListField(child=serializers.CharField())
+    evaluated_at = serializers.DateTimeField(allow_null=True)

@@ -110,6 +110,11 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/projects/{slug}/models/promotions/", {"ops", "admin"}),
     Endpoint("POST", "/api/v1/projects/{slug}/models/{name}/promote/", {"ops", "admin"}, setup="training", body={}),
     Endpoint("GET", "/api/v1/projects/{slug}/models/{name}/shadow/", {"ops", "admin"}, setup="training"),
+    # run-1 has no artifact here (409 no_artifact), and is not in shadow (409 not_in_shadow).
+    Endpoint("POST", "/api/v1/projects/{slug}/models/{name}/shadow/", {"ops", "admin"}, ok=409, setup="training",
+             body={}),
+    Endpoint("DELETE", "/api/v1/projects/{slug}/models/{name}/shadow/", {"ops", "admin"}, ok=409,
+             setup="training", body={}),
     Endpoint("POST", "/api/v1/projects/{slug}/models/rollback/", {"ops", "admin"}, ok=409, body={}),
     # run-1 was not trained here in this setup: it has no artifact to hand out.
     Endpoint("GET", "/api/v1/projects/{slug}/models/{name}/artifact/", {"app", "ops", "admin"}, ok=404,

@@ -213,8 +213,8 @@ def test_the_champions_own_version_is_refused(app_client, project):
 
 
 def test_another_projects_prediction_is_unknown(app_client, project, other_project):
-    from tests import factories
     from accounts.models import Role
+    from tests import factories
     other = factories.api_client(factories.user_with_role(Role.APP, other_project)[1])
     assert other.post("/api/v1/projects/other/predictions/", prediction(0), format="json").status_code == 201
     assert post(app_client, shadow(0)).status_code == 404
