@@ -123,7 +123,8 @@ def shadow_score(*, shadow_id: int, time_budget: float | None = None, now: datet
 def _score_batch(*, shadow_id: int, now: datetime | None) -> tuple[bool, int]:
     now = now or timezone.now()
     with transaction.atomic():
-        shadow = (ShadowModel.objects.select_for_update(skip_locked=True).select_related("project", "model_version")
+        shadow = (ShadowModel.objects.select_for_update(skip_locked=True, of=("self",))
+                  .select_related("project", "model_version")
                   .filter(pk=shadow_id, state=ShadowState.ACTIVE).first())
         if shadow is None:
             return True, 0  # stopped, or another run holds it
@@ -179,7 +180,7 @@ def live_gate_evaluate(*, shadow_id: int, now: datetime | None = None) -> str | 
     worse one is taken out of shadow, each logged like the offline gate's decisions."""
     now = now or timezone.now()
     with transaction.atomic():
-        shadow = (ShadowModel.objects.select_for_update(skip_locked=True)
+        shadow = (ShadowModel.objects.select_for_update(skip_locked=True, of=("self",))
                   .select_related("project", "model_version", "training_run")
                   .filter(pk=shadow_id, state=ShadowState.ACTIVE).first())
         if shadow is None:
