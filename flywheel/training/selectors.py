@@ -2,7 +2,7 @@
 version's production accuracy from the audit sample."""
 
 
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.fields.json import KeyTextTransform
 
 from common.errors import NotFound
@@ -168,6 +168,16 @@ def shadow_comparison(*, project: Project, name: str) -> dict:
         "shadow": ShadowModel.objects.filter(project=project, model_version=challenger).select_related(
             "model_version", "training_run").first(),
     }
+
+
+def shadow_comparisons(*, project: Project, limit: int = 5) -> list[dict]:
+    """The comparison of each model in shadow, or with shadow answers, newest first: what
+    the ops dashboard shows."""
+    answered = ShadowPrediction.objects.filter(model_version=OuterRef("pk"))
+    active = ShadowModel.objects.filter(model_version=OuterRef("pk"), state="active")
+    names = (ModelVersion.objects.filter(project=project).filter(Exists(answered) | Exists(active))
+             .order_by("-created_at", "-id").values_list("name", flat=True)[:limit])
+    return [shadow_comparison(project=project, name=name) for name in names]
 
 
 def live_gate_policy(project: Project) -> live.LiveGatePolicy:

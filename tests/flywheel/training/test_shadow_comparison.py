@@ -120,3 +120,21 @@ def test_the_live_gate_is_a_checked_retraining_policy(ops_client, project):
     assert ops_client.patch(url, {"retraining": {"live_gate": {"enabled": True}}}, format="json").status_code == 200
     response = ops_client.patch(url, {"retraining": {"live_gate": {"min_labels": 40}}}, format="json")
     assert response.json()["retraining"]["live_gate"] == {"enabled": True, "min_labels": 40, "min_improvement": 0.0}
+
+
+def test_the_ops_dashboard_shows_champion_against_challenger(app_client, client, project):
+    import json
+
+    from accounts.models import Role
+    from tests import factories
+
+    live_traffic(app_client, project)
+    user, _ = factories.user_with_role(Role.OPS, project, password="correct-horse-battery-staple")
+    assert client.login(username=user.username, password="correct-horse-battery-staple")
+    html = client.get("/ops/digits/").content.decode()
+    data = json.loads(html.split('id="ops-data" type="application/json">')[1].split("</script>")[0])
+    assert {p["key"]: p["kind"] for p in data["panels"]}["shadow"] == "table"  # drawn on the server
+    table = html[html.index("Champion against challenger, live"):]
+    table = table[:table.index("</table>")]
+    for cell in ("rc-1", "v1", "logged by the app", "50.0%", "+20.0% (", "40 / 100", "better"):
+        assert f"<td>{cell}" in table or cell in table, cell
