@@ -132,6 +132,7 @@ def _score_batch(*, shadow_id: int, now: datetime | None) -> tuple[bool, int]:
         answered = ShadowPrediction.objects.filter(prediction_id=OuterRef("pk"), model_version=version)
         served = list(Prediction.objects.select_for_update(of=("self",))
                       .filter(project=project, id__gt=shadow.scored_floor).exclude(Exists(answered))
+                      .exclude(model_version=version)
                       .order_by("id").only("id", "external_id", "label", "model_version_id")
                       [:settings.FLYWHEEL_SHADOW_BATCH])
         scored = 0
@@ -193,12 +194,9 @@ def live_gate_evaluate(*, shadow_id: int, now: datetime | None = None) -> str | 
         decision = {"verdict": verdict, "reasons": reasons, "difference": comparison["difference"],
                     "labeled": comparison["labeled"], "decided_at": now.isoformat()}
         if enabled and verdict == "better":
+            # Promotion takes it out of shadow (registry.model_promote).
             model_promote(project=project, model_version=version, actor=None, run=run,
                           reason="the live gate: " + "; ".join(reasons))
-            ShadowModel.objects.filter(pk=shadow.pk).update(state=ShadowState.PROMOTED, ended_at=now,
-                                                           reason="promoted by the live gate")
-            ModelAlias.objects.filter(project=project, alias=ModelAliasName.CHALLENGER,
-                                      model_version=version).delete()
             _run_record(run, decision, promoted=True)
         elif enabled and verdict == "worse":
             shadow_stop(project=project, model_version=version, actor=None, state=ShadowState.RETIRED,

@@ -156,3 +156,15 @@ def test_the_comparison_shows_the_shadow_state(digits, ops_api):
     body = ops_api.get(URL.format("cand")).json()
     assert body["paired"] == 40 and body["champion"] == "v1" and body["shadow"]["state"] == "active"
     assert np.isclose(body["agreement"], ShadowPrediction.objects.filter(agrees=True).count() / 40)
+
+
+def test_promoted_by_hand_it_leaves_shadow(digits, ops_api):
+    trained(digits, "cand", start=0, count=300)
+    log(digits, start=0, count=5)
+    ops_api.post(URL.format("cand"), {}, format="json")
+    assert ops_api.post(URL.format("cand").replace("shadow", "promote"), {}, format="json").status_code == 200
+    row = ShadowModel.objects.get()
+    assert row.state == "promoted" and row.ended_at is not None
+    assert not ModelAlias.objects.filter(project=digits, alias="challenger").exists()
+    log(digits, start=5, count=20)
+    assert shadows_score_task.delay().get() == 0
