@@ -262,3 +262,36 @@ def test_a_batch_over_the_limit_is_a_413(app_client, project, settings):
     settings.FLYWHEEL_MAX_BATCH = 5
     response = post(app_client, {"shadow_predictions": [shadow(i) for i in range(6)]})
     assert response.status_code == 413 and "shadow_predictions" in response.json()["error"]["fields"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_copies_of_one_request_arriving_at_once_store_and_route_once(project, app_token):
+    import threading
+
+    from django.db import connection
+
+    from tests import factories
+
+    client = factories.api_client(app_token)
+    log_predictions(client, 50)
+    body = {"shadow_predictions": [shadow(i, label=str((i + 1) % 10)) for i in range(50)]}
+    answers, barrier = [], threading.Barrier(3)
+
+    def send():
+        try:
+            barrier.wait()
+            answers.append(post(factories.api_client(app_token), body).json())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(a["created"] for a in answers) == [0, 0, 50]
+    assert sorted(a["duplicates"] for a in answers) == [0, 50, 50]
+    assert ShadowPrediction.objects.count() == 50 and Disagreement.objects.count() == 50
+    assert Task.objects.count() == 50 and RoutingBudget.objects.get().used == 50
+    task_ids = [[r["task_id"] for r in a["results"]] for a in answers]
+    assert task_ids[0] == task_ids[1] == task_ids[2]
