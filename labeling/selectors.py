@@ -236,10 +236,10 @@ def active_tasks_for_predictions(prediction_ids: Iterable[int]) -> dict[int, Tas
         prediction_id__in=list(prediction_ids), status__in=ACTIVE_TASK_STATUSES).exclude(reason=TaskReason.GOLD)}
 
 
-def labeled_predictions(prediction_ids: Iterable[int]) -> set[int]:
-    """Those of the predictions that have a current resolved label."""
-    return set(Label.objects.filter(prediction_id__in=list(prediction_ids), is_current=True)
-               .values_list("prediction_id", flat=True))
+def labeled_predictions(prediction_ids: Iterable[int], *, sources: Iterable[str]) -> set[int]:
+    """Those of the predictions whose current resolved label came from one of `sources`."""
+    return set(Label.objects.filter(prediction_id__in=list(prediction_ids), is_current=True,
+                                    source__in=list(sources)).values_list("prediction_id", flat=True))
 
 
 def audit_labels(*, project_id: int, human_sources: Iterable[str]) -> list[tuple[int, str]]:

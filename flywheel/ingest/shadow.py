@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from common.errors import DomainError, NotFound, validation_message
 from flywheel.ingest import routing
+from flywheel.ingest.feedback import HUMAN_SOURCES
 from flywheel.ingest.services import budget_take, model_versions_resolve
 from flywheel.ingest.validation import ShadowPredictionInput
 from flywheel.models import Disagreement, Prediction, Project, ShadowPrediction
@@ -135,8 +136,8 @@ def _disagreements_route(*, project: Project, policy: routing.RoutingPolicy, ext
                          prediction_ids: list[int], now: datetime) -> int:
     """Decide, once per prediction, whether a disagreement goes to the queue: drawn at the
     policy's disagreement_rate (a draw fixed by the prediction id), within the daily budget.
-    A prediction already in the queue, or already labeled, needs no second task: its label
-    serves the comparison. Returns how many tasks were created."""
+    A prediction already in the queue, or already labeled by people, needs no second task:
+    its label serves the comparison. Returns how many tasks were created."""
     decided = set(Disagreement.objects.filter(prediction_id__in=prediction_ids).values_list("prediction_id", flat=True))
     new = [pid for pid in prediction_ids if pid not in decided]
     if not new:
@@ -144,7 +145,10 @@ def _disagreements_route(*, project: Project, policy: routing.RoutingPolicy, ext
     draws = {pid: routing.disagreement_draw(project.audit_salt, external_ids[pid]) for pid in new}
     drawn = [pid for pid in new if draws[pid] < policy.disagreement_rate]
     existing = labeling_selectors.active_tasks_for_predictions(drawn)
-    labeled = labeling_selectors.labeled_predictions([pid for pid in drawn if pid not in existing])
+    # A label people gave serves; one end users' feedback resolved does not (they saw the
+    # champion's answer, so it leans toward it), and the comparison leaves it out.
+    labeled = labeling_selectors.labeled_predictions([pid for pid in drawn if pid not in existing],
+                                                     sources=HUMAN_SOURCES)
     needing = sorted((pid for pid in drawn if pid not in existing and pid not in labeled), key=draws.__getitem__)
     granted = budget_take(project=project, day=now.date(), wanted=len(needing), limit=policy.daily_budget)
     task_ids = labeling_services.tasks_create(

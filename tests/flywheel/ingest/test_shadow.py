@@ -295,3 +295,10 @@ def test_copies_of_one_request_arriving_at_once_store_and_route_once(project, ap
     assert Task.objects.count() == 50 and RoutingBudget.objects.get().used == 50
     task_ids = [[r["task_id"] for r in a["results"]] for a in answers]
     assert task_ids[0] == task_ids[1] == task_ids[2]
+
+
+def test_a_label_from_feedback_alone_does_not_spare_the_task(app_client, project):
+    log_predictions(app_client, 1)
+    Label.objects.create(project=project, prediction_id=Prediction.objects.get().pk, label="0", source="feedback")
+    (result,) = post(app_client, shadow(0, label="2")).json()["results"]
+    assert (result["routed"], result["reason"]) == (True, "disagreement")

@@ -168,3 +168,17 @@ def test_promoted_by_hand_it_leaves_shadow(digits, ops_api):
     assert not ModelAlias.objects.filter(project=digits, alias="challenger").exists()
     log(digits, start=5, count=20)
     assert shadows_score_task.delay().get() == 0
+
+
+def test_a_batch_costs_a_fixed_number_of_queries(digits, settings, django_assert_max_num_queries):
+    settings.FLYWHEEL_SHADOW_BATCH = 1000
+    candidate = trained(digits, "cand", start=0, count=300)
+    log(digits, start=0, count=1)
+    row = shadow.shadow_start(project=digits, model_version=candidate)
+    log(digits, start=1, count=30)
+    with django_assert_max_num_queries(40) as small:
+        assert shadow.shadow_score(shadow_id=row.pk) == 30
+    small_count = len(small.captured_queries)
+    log(digits, start=100, count=400)
+    with django_assert_max_num_queries(small_count):
+        assert shadow.shadow_score(shadow_id=row.pk) == 400
