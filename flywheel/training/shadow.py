@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from accounts.services import audit_record
 from common.enqueue import enqueue_on_commit
+from common.jobs import TRANSIENT_ERRORS
 from common.errors import Conflict, DomainError
 from flywheel.ingest.shadow import shadow_scores_store
 from flywheel.models import (
@@ -101,7 +102,13 @@ def shadows_score(*, time_budget: float | None = None) -> int:
     run twice at once: each shadow is held by one run (its row lock) while it scores."""
     scored = 0
     for shadow_id in ShadowModel.objects.filter(state=ShadowState.ACTIVE).order_by("id").values_list("id", flat=True):
-        scored += shadow_score(shadow_id=shadow_id, time_budget=time_budget)
+        try:
+            scored += shadow_score(shadow_id=shadow_id, time_budget=time_budget)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - one shadow that cannot score must not stop the others
+            # Its batch rolled back: those predictions stay unscored and are tried again.
+            log.exception("shadow.score_failed", shadow_id=shadow_id)
     return scored
 
 

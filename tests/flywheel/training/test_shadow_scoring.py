@@ -182,3 +182,24 @@ def test_a_batch_costs_a_fixed_number_of_queries(digits, settings, django_assert
     log(digits, start=100, count=400)
     with django_assert_max_num_queries(small_count):
         assert shadow.shadow_score(shadow_id=row.pk) == 400
+
+
+def test_a_shadow_that_cannot_score_does_not_hold_up_the_others(digits):
+    from common.storage import get_storage
+    from flywheel.training import artifacts
+
+    other = digits_project(slug="other")
+    broken = trained(digits, "broken", start=0, count=310)
+    working = trained(other, "cand", start=0, count=300)
+    log(digits, start=0, count=1)
+    log(other, start=0, count=1)
+    shadow.shadow_start(project=digits, model_version=broken)
+    shadow.shadow_start(project=other, model_version=working)
+    get_storage().delete(f"models/digits/{broken.artifact_sha256}.pkl")
+    artifacts._loaded.pop(broken.artifact_sha256, None)
+    log(digits, start=1, count=20)
+    log(other, start=1, count=20)
+    assert shadows_score_task.delay().get() == 20
+    assert ShadowPrediction.objects.filter(model_version=working).count() == 20
+    assert not ShadowPrediction.objects.filter(model_version=broken).exists()
+    assert ShadowModel.objects.get(model_version=broken).state == "active"  # tried again on the next beat
