@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from accounts.services import audit_record
 from common.enqueue import enqueue_on_commit
-from common.jobs import TRANSIENT_ERRORS
 from common.errors import Conflict, DomainError
+from common.jobs import TRANSIENT_ERRORS
 from flywheel.ingest.shadow import shadow_scores_store
 from flywheel.models import (
     ModelAlias,
