@@ -52,7 +52,9 @@ def shadow_predictions_ingest(*, project: Project, items: list[ShadowPredictionI
         # must never hold one a rolled-back transaction made).
         version_ids = model_versions_resolve(project=project, names={item.model_version for item in items})
 
-        pairs = {(served[i.prediction_id].pk, version_ids[i.model_version]): i for i in items}
+        pairs: dict[tuple[int, int], ShadowPredictionInput] = {}
+        for item in items:  # a repeat inside the request is a duplicate of its first copy
+            pairs.setdefault((served[item.prediction_id].pk, version_ids[item.model_version]), item)
         stored = _stored_pairs(prediction_ids=[p.pk for p in served.values()], version_ids=set(version_ids.values()))
         fresh = [(key, item) for key, item in pairs.items() if key not in stored]
         ShadowPrediction.objects.bulk_create([

@@ -78,9 +78,10 @@ def test_a_batch_answers_in_request_order_and_a_retry_changes_nothing(app_client
     assert RoutingBudget.objects.get().used == 5
 
 
-def test_a_repeat_inside_one_request_is_a_duplicate(app_client, project):
+def test_a_repeat_inside_one_request_is_a_duplicate_of_its_first_copy(app_client, project):
     log_predictions(app_client, 1)
-    body = post(app_client, {"shadow_predictions": [shadow(0, label="3"), shadow(0, label="3")]}).json()
+    body = post(app_client, {"shadow_predictions": [shadow(0, label="3"), shadow(0, label="4")]}).json()
+    assert ShadowPrediction.objects.get().label == "3"
     assert body["created"] == 1 and body["duplicates"] == 1
     assert [r["duplicate"] for r in body["results"]] == [False, True]
     assert body["results"][0]["task_id"] == body["results"][1]["task_id"]
