@@ -39,6 +39,7 @@ class PredictionListApi(APIView):
     service and error body."""
 
     permission_classes = [IsAuthenticated, role_in(roles.INGEST)]
+    token_ingest_methods = frozenset({"POST"})  # what a key with the ingest scope may do here
 
     @extend_schema(
         request=PolymorphicProxySerializer(
@@ -71,6 +72,7 @@ class PredictionDetailApi(APIView):
 
 class FeedbackListApi(APIView):
     permission_classes = [IsAuthenticated, role_in(roles.INGEST)]
+    token_ingest_methods = frozenset({"POST"})  # what a key with the ingest scope may do here
 
     @extend_schema(
         request=PolymorphicProxySerializer(component_name="FeedbackOrBatch",
