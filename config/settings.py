@@ -296,6 +296,10 @@ FLYWHEEL_DATASET_STALE_SECONDS = env.int("FLYWHEEL_DATASET_STALE_SECONDS", defau
 FLYWHEEL_TRAINING_STALE_SECONDS = env.int("FLYWHEEL_TRAINING_STALE_SECONDS", default=300)
 # How often the beat looks at every project's retraining triggers.
 FLYWHEEL_RETRAINING_CHECK_SECONDS = env.float("FLYWHEEL_RETRAINING_CHECK_SECONDS", default=300.0)
+# Shadow mode: predictions a model in shadow scores per transaction, and how often the beat
+# has shadows score new predictions and the live gate judge them.
+FLYWHEEL_SHADOW_BATCH = env.int("FLYWHEEL_SHADOW_BATCH", default=2000)
+FLYWHEEL_SHADOW_CHECK_SECONDS = env.float("FLYWHEEL_SHADOW_CHECK_SECONDS", default=60.0)
 
 
 # Periodic work (Celery beat); every entry's task is safe to run twice and to miss a beat.
@@ -315,4 +319,7 @@ CELERY_BEAT_SCHEDULE = {
     # Retraining: triggers (new labels, drift, schedule) and stages whose worker died.
     "training-triggers": {"task": "flywheel.training.triggers", "schedule": FLYWHEEL_RETRAINING_CHECK_SECONDS},
     "training-watchdog": {"task": "flywheel.training.watchdog", "schedule": 60.0},
+    # Shadow mode: models in shadow score what was ingested since; the live gate judges them.
+    "shadow-score": {"task": "flywheel.shadow.score", "schedule": FLYWHEEL_SHADOW_CHECK_SECONDS},
+    "shadow-live-gate": {"task": "flywheel.shadow.live_gate", "schedule": FLYWHEEL_SHADOW_CHECK_SECONDS},
 }

@@ -355,3 +355,97 @@ class TrainingRun(TimeStampedModel):
             models.UniqueConstraint(fields=["project"], condition=models.Q(status="queued"),
                                     name="training_run_one_queued"),
         ]
+
+
+# --- Shadow mode ------------------------------------------------------------------------------------
+
+
+class ShadowState(models.TextChoices):
+    ACTIVE = "active", "In shadow: scored on every new prediction and compared with the champion"
+    STOPPED = "stopped", "Taken out of shadow by a person"
+    RETIRED = "retired", "Taken out of shadow by the live gate: significantly worse than the champion"
+    PROMOTED = "promoted", "Promoted to champion by the live gate"
+
+
+class ShadowModel(TimeStampedModel):
+    """A model trained here that Flywheel runs in shadow: it scores every new prediction's
+    features beside the champion, off the ingestion path, and the live gate judges it.
+    One row per version; putting it back in shadow starts it afresh."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="shadows")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="shadows")
+    state = models.CharField(max_length=16, choices=ShadowState.choices, default=ShadowState.ACTIVE)
+    training_run = models.ForeignKey("flywheel.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+", help_text="The run whose candidate went into shadow.")
+    scored_floor = models.BigIntegerField(
+        default=0, help_text="Every prediction with an id up to this is scored, or predates the shadow.")
+    started_at = models.DateTimeField()
+    started_by = models.CharField(max_length=150, help_text="Who put it in shadow, or 'gate' for a training run.")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True, help_text="Why it went into shadow, or why it left.")
+    verdict = models.CharField(max_length=16, blank=True, help_text="The live gate's last verdict: better, worse "
+                                                                    "or undecided.")
+    reasons = models.JSONField(default=list, blank=True, help_text="The live gate's reasons for it.")
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "model_version"], name="shadow_model_unique")]
+        indexes = [models.Index(fields=["state"], name="shadow_model_active", condition=models.Q(state="active"))]
+
+    def __str__(self) -> str:
+        return f"{self.project_id}:{self.model_version_id} ({self.state})"
+
+
+class ShadowPrediction(models.Model):
+    """What a shadow model (a challenger running beside the champion without serving anyone)
+    answered for a prediction the champion served. Kept apart from predictions: it is never
+    production data (drift, feedback rates, production accuracy and datasets read only
+    predictions). Append-only."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Unenforced foreign keys, as on predictions: ingestion resolves them in its transaction,
+    # and each enforced key would cost a lookup and a lock per row.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="shadow_predictions",
+                                   db_index=False, db_constraint=False)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                      db_constraint=False, help_text="The shadow model.")
+    champion = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                 db_constraint=False, help_text="The model that served the prediction.")
+    label = models.CharField(max_length=64, help_text="The shadow model's label.")
+    confidence = models.FloatField()
+    probabilities = models.JSONField(null=True, blank=True)
+    agrees = models.BooleanField(help_text="Whether it gave the champion's label.")
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["prediction", "model_version"], name="shadow_prediction_unique"),
+            models.CheckConstraint(condition=models.Q(confidence__gte=0.0, confidence__lte=1.0),
+                                   name="shadow_prediction_confidence_unit"),
+        ]
+        # The live comparison reads a shadow model's pairs with their champion.
+        indexes = [models.Index(fields=["model_version", "champion"], name="shadow_prediction_pairs")]
+
+
+class Disagreement(models.Model):
+    """A prediction some shadow model disagreed with the champion on, and what routing
+    decided for it: once per prediction, whatever the number of shadows. Its rate is the
+    probability its label was sought with, the inverse weight of that label in the estimate
+    of the accuracy difference (flywheel.training.live)."""
+
+    prediction = models.OneToOneField(Prediction, on_delete=models.CASCADE, primary_key=True, db_constraint=False,
+                                      related_name="disagreement")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False,
+                                db_constraint=False)
+    rate = models.FloatField(help_text="The routing policy's disagreement_rate when it was drawn.")
+    drawn = models.BooleanField(help_text="Drawn at that rate for a label.")
+    reason = models.CharField(max_length=32, help_text="What routing did: disagreement, not_drawn, "
+                                                       "budget_exhausted, labeled, or the reason of the task "
+                                                       "it already had.")
+    task_id = models.BigIntegerField(null=True, blank=True, help_text="The task its label comes from.")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["project"], name="disagreement_project")]

@@ -109,6 +109,29 @@ def champion_history(project) -> dict:
             "empty": "No model has been promoted yet."}
 
 
+def champion_against_challenger(project) -> dict:
+    def percent(value):
+        return "–" if value is None else f"{value:.1%}"
+
+    def interval(estimate, signed=False):
+        if estimate["value"] is None:
+            return "–"
+        if signed:
+            return f"{estimate['value']:+.1%} ({estimate['low']:+.1%} to {estimate['high']:+.1%})"
+        return f"{percent(estimate['value'])} ({percent(estimate['low'])} to {percent(estimate['high'])})"
+
+    rows = [[
+        c["model"], c["champion"] or "–", c["shadow"].state if c["shadow"] else "logged by the app", c["paired"],
+        percent(c["agreement"]), interval(c["accuracy"]["champion"]), interval(c["accuracy"]["challenger"]),
+        interval(c["difference"], signed=True), f"{c['labeled']['audit']} / {c['labeled']['disagreement']}",
+        c["verdict"],
+    ] for c in training_selectors.shadow_comparisons(project=project)]
+    return {"total": len(rows), "columns": ["challenger", "champion", "shadow", "paired", "agreement",
+                                            "champion accuracy", "challenger accuracy", "difference (95%)",
+                                            "labels: audit / disagreement", "verdict"],
+            "rows": rows, "empty": "No model is in shadow: nothing answers live traffic beside the champion."}
+
+
 def keys_expiring(project) -> dict:
     rows = [[t.user.username, t.name, f"{t.prefix}…", ", ".join(t.scope_list) or "full",
              t.expires_at.strftime("%Y-%m-%d %H:%M"),
@@ -119,6 +142,10 @@ def keys_expiring(project) -> dict:
 
 
 def register() -> None:
+    panel_register(Panel(key="shadow", title="Champion against challenger, live", data=champion_against_challenger,
+                         kind="table", order=52,
+                         help="Models in shadow on production traffic: agreement, accuracy from the audit sample, "
+                              "the difference from labeled disagreements, and the live gate's verdict."))
     panel_register(Panel(key="accuracy", title="Estimated accuracy per model version", data=accuracy,
                          kind="interval", order=30,
                          help="From the random audit sample and its human labels, with a 95% interval."))

@@ -73,7 +73,10 @@ def project_update(*, project: Project, changes: dict, actor=None) -> Project:
         if key in changes:
             value = changes[key]
             if isinstance(value, dict):
-                value = {**getattr(project, key), **value}
+                current = getattr(project, key)
+                if isinstance(value.get("live_gate"), dict):  # a nested policy merges too
+                    value = {**value, "live_gate": {**current.get("live_gate", {}), **value["live_gate"]}}
+                value = {**current, **value}
             setattr(project, key, value)
     project.save()
     audit_record(actor=actor, action="project.update", project=project, target=project.slug,

@@ -11,6 +11,7 @@ from flywheel.ingest import routing
 from flywheel.ingest.validation import FEATURE_NAME_RE
 from flywheel.models import FeatureType, Project
 from flywheel.training import evaluation
+from flywheel.training.live import LiveGatePolicy
 from flywheel.training.policy import RetrainingPolicy
 from labeling.serializers import GroupingPolicySerializer
 from monitoring.policy import DriftPolicy
@@ -55,7 +56,7 @@ class RoutingPolicySerializer(PolicySerializer):
     audit_rate = serializers.FloatField(min_value=0.0, max_value=1.0, required=False,
                                         help_text="Share of predictions routed at random, whatever their confidence.")
     daily_budget = serializers.IntegerField(min_value=0, max_value=10_000_000, required=False,
-                                            help_text="Uncertainty-routed tasks per UTC day.")
+                                            help_text="Uncertainty- and disagreement-routed tasks per UTC day.")
     annotations_per_task = serializers.IntegerField(min_value=1, max_value=10, required=False,
                                                     help_text="Distinct annotators per task (overlap).")
     demote_stale = serializers.BooleanField(
@@ -64,6 +65,19 @@ class RoutingPolicySerializer(PolicySerializer):
     skip_resolved = serializers.BooleanField(
         required=False, help_text="When end-user feedback resolves a prediction's label, its open uncertainty-routed "
                                   "task is canceled (audit tasks stay).")
+    disagreement_rate = serializers.FloatField(
+        min_value=0.0, max_value=1.0, required=False,
+        help_text="Share of the predictions a shadow model disagrees with the champion on that are routed "
+                  "(reason disagreement), within the daily budget.")
+
+
+class LiveGatePolicySerializer(PolicySerializer):
+    enabled = serializers.BooleanField(required=False, help_text="A candidate that passes the offline gate goes into "
+                                                                 "shadow; the live gate promotes or retires it.")
+    min_labels = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False,
+                                          help_text="Labeled disagreements needed before deciding.")
+    min_improvement = serializers.FloatField(min_value=-1.0, max_value=1.0, required=False,
+                                             help_text="Promote when the difference's lower bound passes this.")
 
 
 class RetrainingPolicySerializer(PolicySerializer):
@@ -96,6 +110,7 @@ class RetrainingPolicySerializer(PolicySerializer):
                                          help_text="The external trainer's endpoint (trainer 'external').")
     external_secret = serializers.CharField(max_length=200, required=False, allow_blank=True, write_only=True,
                                             help_text="Signs the calls to the external trainer; never shown.")
+    live_gate = LiveGatePolicySerializer(required=False, help_text="Judge a candidate on live traffic in shadow.")
 
     def validate_trainer(self, value):
         if value not in settings.FLYWHEEL_TRAINERS:
@@ -180,4 +195,5 @@ class ProjectSerializer(serializers.ModelSerializer):
         policy = {**RetrainingPolicy.from_dict(project.retraining).as_dict(),
                   **evaluation.GatePolicy.from_dict(project.retraining).as_dict()}
         policy["external_secret"] = "(set)" if policy.get("external_secret") else ""
+        policy["live_gate"] = LiveGatePolicy.from_dict(project.retraining.get("live_gate")).as_dict()
         return policy

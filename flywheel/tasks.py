@@ -9,7 +9,7 @@ from common.jobs import Backoff, run_or_retry
 from flywheel.datasets import services as datasets
 from flywheel.ingest import profiling
 from flywheel.models import Project
-from flywheel.training import runs, stages, triggers
+from flywheel.training import runs, shadow, stages, triggers
 from labeling import group_services
 
 DATASET_BUILD_RETRIES = 5
@@ -82,3 +82,19 @@ def groups_build_task() -> int:
     a project without new open tasks is left as it is."""
     projects = Project.objects.filter(labeling__grouping__enabled=True).order_by("id")
     return group_services.groups_build_due(projects=projects)
+
+@shared_task(name=shadow.SCORE_TASK, acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=240, time_limit=300)
+def shadows_score_task() -> int:
+    """The beat's look at models in shadow: each scores the predictions stored since it last
+    did, exactly once. Safe to run twice and to miss a beat (what is unscored stays so until
+    some run takes it); no retries, the next beat is the retry."""
+    return shadow.shadows_score(time_budget=50)
+
+
+@shared_task(name="flywheel.shadow.live_gate", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=120, time_limit=180)
+def live_gates_task() -> dict[str, int]:
+    """The live gate's look at every model in shadow: promote, retire or wait. Safe to run
+    twice: a shadow it decided on is no longer active."""
+    return shadow.live_gates_evaluate()

@@ -8,6 +8,8 @@ urlpatterns = [
     path("projects/<slug:slug>/stats/", projects.ProjectStatsApi.as_view(), name="project-stats"),
     path("projects/<slug:slug>/predictions/", ingest.PredictionListApi.as_view(), name="prediction-list"),
     path("projects/<slug:slug>/feedback/", ingest.FeedbackListApi.as_view(), name="feedback-list"),
+    path("projects/<slug:slug>/shadow-predictions/", ingest.ShadowPredictionListApi.as_view(),
+         name="shadow-prediction-list"),
     path("projects/<slug:slug>/predictions/<path:prediction_id>/", ingest.PredictionDetailApi.as_view(),
          name="prediction-detail"),
     path("projects/<slug:slug>/datasets/", datasets.DatasetListApi.as_view(), name="dataset-list"),
@@ -28,6 +30,7 @@ urlpatterns = [
     path("projects/<slug:slug>/models/rollback/", training.ModelRollbackApi.as_view(), name="model-rollback"),
     path("projects/<slug:slug>/models/promotions/", training.PromotionListApi.as_view(), name="model-promotions"),
     path("projects/<slug:slug>/models/<str:name>/promote/", training.ModelPromoteApi.as_view(), name="model-promote"),
+    path("projects/<slug:slug>/models/<str:name>/shadow/", training.ModelShadowApi.as_view(), name="model-shadow"),
     path("projects/<slug:slug>/models/<str:name>/artifact/", training.ModelArtifactApi.as_view(),
          name="model-artifact"),
 ]

@@ -183,6 +183,23 @@ class Client:
                 totals["routed"][reason] = totals["routed"].get(reason, 0) + n
         return totals
 
+    def log_shadow_predictions(self, project: str, items: Iterable[Mapping], *, batch_size: int = 1_000) -> dict:
+        """Log a challenger's answers for served predictions: {"prediction_id",
+        "model_version", "label", "confidence" or "probabilities"}. Idempotent on
+        (prediction_id, model_version), so a retried batch records nothing twice. Returns
+        the totals and every result ({"prediction_id", "agrees", "routed", "reason",
+        "task_id", "duplicate"})."""
+        if not 0 < batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be 1 to {MAX_BATCH}")
+        totals: dict = {"created": 0, "duplicates": 0, "results": []}
+        for batch in _chunks(items, batch_size):
+            answer = self.request("POST", f"/api/v1/projects/{_slug(project)}/shadow-predictions/",
+                                  {"shadow_predictions": [dict(i) for i in batch]}, idempotent=True)
+            totals["created"] += answer["created"]
+            totals["duplicates"] += answer["duplicates"]
+            totals["results"].extend(answer["results"])
+        return totals
+
     # --- Annotators and reviewers ----------------------------------------------------------------------
 
     def next_task(self, project: str) -> dict | None:
@@ -332,6 +349,19 @@ class Client:
 
     def promote(self, project: str, name: str, *, reason: str = "") -> dict:
         return self.request("POST", f"/api/v1/projects/{_slug(project)}/models/{quote(name, safe='')}/promote/",
+                            {"reason": reason})
+
+    def shadow(self, project: str, name: str) -> dict:
+        """The champion against model `name` on live traffic, with the live gate's verdict."""
+        return self.request("GET", f"/api/v1/projects/{_slug(project)}/models/{quote(name, safe='')}/shadow/")
+
+    def shadow_start(self, project: str, name: str, *, reason: str = "") -> dict:
+        """Put a model trained here in shadow: it scores every new prediction beside the champion."""
+        return self.request("POST", f"/api/v1/projects/{_slug(project)}/models/{quote(name, safe='')}/shadow/",
+                            {"reason": reason})
+
+    def shadow_stop(self, project: str, name: str, *, reason: str = "") -> dict:
+        return self.request("DELETE", f"/api/v1/projects/{_slug(project)}/models/{quote(name, safe='')}/shadow/",
                             {"reason": reason})
 
     def rollback(self, project: str, *, reason: str = "") -> dict:

@@ -15,6 +15,7 @@ class TaskReason(models.TextChoices):
     DRIFT = "drift", "Drifted data"
     GOLD = "gold", "Gold task with a known answer"
     GROUP_CHECK = "group_check", "Group label checked by a second annotator"
+    DISAGREEMENT = "disagreement", "A shadow model disagrees with the champion"
 
 
 # Never grouped: the audit sample and the checks must be labeled one by one, or the

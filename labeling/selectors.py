@@ -230,6 +230,18 @@ def predictions_in_queue(prediction_ids: Iterable[int]) -> set[int]:
                .exclude(reason=TaskReason.GOLD).values_list("prediction_id", flat=True))
 
 
+def active_tasks_for_predictions(prediction_ids: Iterable[int]) -> dict[int, Task]:
+    """The task each of the predictions has waiting or in progress, if any."""
+    return {task.prediction_id: task for task in Task.objects.filter(
+        prediction_id__in=list(prediction_ids), status__in=ACTIVE_TASK_STATUSES).exclude(reason=TaskReason.GOLD)}
+
+
+def labeled_predictions(prediction_ids: Iterable[int], *, sources: Iterable[str]) -> set[int]:
+    """Those of the predictions whose current resolved label came from one of `sources`."""
+    return set(Label.objects.filter(prediction_id__in=list(prediction_ids), is_current=True,
+                                    source__in=list(sources)).values_list("prediction_id", flat=True))
+
+
 def audit_labels(*, project_id: int, human_sources: Iterable[str]) -> list[tuple[int, str]]:
     """(prediction id, resolved label) of the project's audit sample, labeled by people."""
     return list(Label.objects.filter(project_id=project_id, is_current=True, prediction__audit=True,

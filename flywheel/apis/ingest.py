@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from accounts import roles
 from accounts.permissions import role_in
 from accounts.selectors import project_get_for_user
-from flywheel.ingest import selectors, services
+from flywheel.ingest import selectors, services, shadow
 from flywheel.ingest.serializers import (
     FeedbackBatchInputDoc,
     FeedbackInputDoc,
@@ -24,6 +24,10 @@ from flywheel.ingest.serializers import (
     PredictionDetailSerializer,
     PredictionInputDoc,
     PredictionsInputSerializer,
+    ShadowIngestResultSerializer,
+    ShadowPredictionBatchInputDoc,
+    ShadowPredictionInputDoc,
+    ShadowPredictionsInputSerializer,
 )
 
 log = structlog.get_logger(__name__)
@@ -85,3 +89,23 @@ class FeedbackListApi(APIView):
         result = services.feedback_ingest(project=project, items=items, batch=batch)
         return Response({"created": result.created, "duplicates": result.duplicates, "resolved": result.resolved,
                          "routed": result.routed}, status=status.HTTP_201_CREATED)
+
+
+class ShadowPredictionListApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.INGEST)]
+    token_ingest_methods = frozenset({"POST"})  # what a key with the ingest scope may do here
+
+    @extend_schema(
+        request=PolymorphicProxySerializer(component_name="ShadowPredictionOrBatch",
+                                           serializers=[ShadowPredictionInputDoc, ShadowPredictionBatchInputDoc],
+                                           resource_type_field_name=None),
+        responses={201: ShadowIngestResultSerializer},
+        summary="Log a challenger's answers for served predictions; disagreements are routed",
+    )
+    def post(self, request, slug):
+        project = project_get_for_user(user=request.user, slug=slug)
+        serializer = ShadowPredictionsInputSerializer(project=project, data=request.data)
+        serializer.is_valid(raise_exception=True)
+        items, batch = serializer.validated_data
+        result = shadow.shadow_predictions_ingest(project=project, items=items, batch=batch)
+        return Response(result.as_body(), status=status.HTTP_201_CREATED)

@@ -16,11 +16,13 @@ from accounts.permissions import role_in
 from accounts.selectors import project_get_for_user
 from common.errors import DomainError
 from flywheel.datasets import selectors as dataset_selectors
-from flywheel.training import artifacts, external, registry, runs, selectors
+from flywheel.training import artifacts, external, registry, runs, selectors, shadow
 from flywheel.training.serializers import (
     ModelVersionSerializer,
     PromotionInputSerializer,
     PromotionSerializer,
+    ShadowComparisonSerializer,
+    ShadowModelSerializer,
     TrainingCompleteInputSerializer,
     TrainingRunInputSerializer,
     TrainingRunSerializer,
@@ -144,3 +146,35 @@ class ModelArtifactApi(APIView):
         response["X-Artifact-Libraries"] = ", ".join(f"{k}=={v}" for k, v in sorted(version.libraries.items()))
         response["Content-Disposition"] = f'attachment; filename="{version.name}.pkl"'
         return response
+
+
+class ModelShadowApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.MANAGE, safe_roles=roles.OBSERVE)]
+
+    @extend_schema(responses=ShadowComparisonSerializer,
+                   summary="Champion against this shadow model on live traffic, and the live gate's verdict")
+    def get(self, request, slug, name):
+        project = project_get_for_user(user=request.user, slug=slug)
+        return Response(ShadowComparisonSerializer(selectors.shadow_comparison(project=project, name=name)).data)
+
+    @extend_schema(request=PromotionInputSerializer, responses={201: ShadowModelSerializer},
+                   summary="Put a model trained here in shadow: it scores every new prediction beside the champion")
+    def post(self, request, slug, name):
+        project = project_get_for_user(user=request.user, slug=slug)
+        version = selectors.model_version_get(project=project, name=name)
+        serializer = PromotionInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        shadow_model = shadow.shadow_start(project=project, model_version=version, actor=request.user,
+                                           reason=serializer.validated_data.get("reason", ""))
+        return Response(ShadowModelSerializer(shadow_model).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=PromotionInputSerializer, responses=ShadowModelSerializer,
+                   summary="Take a model out of shadow")
+    def delete(self, request, slug, name):
+        project = project_get_for_user(user=request.user, slug=slug)
+        version = selectors.model_version_get(project=project, name=name)
+        serializer = PromotionInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        shadow_model = shadow.shadow_stop(project=project, model_version=version, actor=request.user,
+                                          reason=serializer.validated_data.get("reason", ""))
+        return Response(ShadowModelSerializer(shadow_model).data)

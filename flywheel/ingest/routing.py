@@ -19,9 +19,15 @@ class Reason:
     FEEDBACK_REJECT = "feedback_reject"
     DRIFT = "drift"
     GOLD = "gold"
+    # A shadow model disagreed with the champion on it (flywheel.ingest.shadow).
+    DISAGREEMENT = "disagreement"
     # Not routed:
     CONFIDENT = "confident"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    # Shadow predictions: agreeing with the champion, or a disagreement not routed, and why:
+    AGREES = "agrees"
+    NOT_DRAWN = "not_drawn"
+    LABELED = "labeled"
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,8 @@ class RoutingPolicy(Policy):
     # Share of all predictions sent to the queue at random, whatever their confidence: the
     # unbiased sample production accuracy is estimated from.
     audit_rate: float = 0.02
-    # Uncertainty-routed tasks per UTC day; past it only the audit sample is routed.
+    # Uncertainty- and disagreement-routed tasks per UTC day; past it only the audit sample
+    # is routed.
     daily_budget: int = 1000
     annotations_per_task: int = 1
     # When a new champion takes over, open uncertainty-routed tasks scored by an earlier
@@ -44,7 +51,10 @@ class RoutingPolicy(Policy):
     # what is already known. Audit tasks stay, or the audit sample would lose exactly the
     # predictions end users found wrong and overstate accuracy.
     skip_resolved: bool = True
-
+    # Share of the predictions a shadow model disagrees with the champion on that are
+    # routed (reason disagreement), within the daily budget: the labels that decide
+    # between the two, since their accuracies differ only where they disagree.
+    disagreement_rate: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +109,22 @@ def audit_draw(salt: str, prediction_id: str) -> float:
     same audit decision, and the sample is independent of confidence and correctness."""
     digest = hashlib.blake2b(prediction_id.encode(), key=salt.encode()[:64], digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def disagreement_draw(salt: str, prediction_id: str) -> float:
+    """The disagreement route's own uniform draw for a prediction, independent of its audit
+    draw (another key): whichever shadow disagrees first, and however often, a prediction
+    is drawn once, with the same outcome."""
+    return audit_draw(salt, "disagreement\x00" + prediction_id)
+
+
+def disagreement_priority(draw: float, rate: float) -> float:
+    """Disagreement tasks go with the audit sample, ahead of uncertainty-routed ones, and in
+    a random order among themselves (the draw, spread over the rate): a sample of
+    disagreements that is labeled only in part is then still a random sample of them,
+    where ordering by the champion's uncertainty would bias the estimate of the accuracy
+    difference toward the inputs it found hard."""
+    return 1.0 + (draw / rate if rate > 0 else 0.0)
 
 
 def task_priority(reason: str, uncertainty_score: float) -> float:

@@ -14,6 +14,7 @@ from flywheel.ingest.validation import (
     PredictionInput,
     parse_feedback,
     parse_predictions,
+    parse_shadow_predictions,
 )
 from flywheel.models import Prediction, Project
 
@@ -162,3 +163,50 @@ class FeedbackResultSerializer(serializers.Serializer):
     duplicates = serializers.IntegerField(help_text="Items whose id was already stored.")
     resolved = serializers.IntegerField(help_text="Predictions whose label the feedback resolved.")
     routed = serializers.DictField(child=serializers.IntegerField(), help_text="Tasks created, by reason.")
+
+
+class ShadowPredictionInputDoc(serializers.Serializer):
+    """One shadow model's answer (documentation of the body; validation is flywheel.validation)."""
+
+    prediction_id = serializers.CharField(max_length=128, help_text="The id of the prediction the champion served.")
+    model_version = serializers.CharField(max_length=64, help_text="The shadow model; not the champion's version.")
+    label = serializers.CharField(help_text="Its label; in the project's label set.")
+    confidence = serializers.FloatField(required=False, min_value=0, max_value=1)
+    probabilities = serializers.DictField(child=serializers.FloatField(), required=False,
+                                          help_text="label: probability, summing to 1.")
+
+
+class ShadowPredictionBatchInputDoc(serializers.Serializer):
+    shadow_predictions = ShadowPredictionInputDoc(many=True, help_text="Up to 10,000; all or nothing.")
+
+
+class ShadowPredictionsInputSerializer(serializers.Serializer):
+    def __init__(self, *, project: Project, data):
+        super().__init__(data=data)
+        self.project = project
+
+    def to_internal_value(self, data):
+        try:
+            return parse_shadow_predictions(data, labels=frozenset(self.project.labels),
+                                            max_batch=settings.FLYWHEEL_MAX_BATCH)
+        except InputErrors as exc:
+            raise serializers.ValidationError(exc.fields) from None
+        except BatchTooLarge as exc:
+            raise DomainError("batch_too_large", str(exc), status_code=413,
+                              fields={"shadow_predictions": [f"At most {exc.limit} items per request."]}) from None
+
+
+class ShadowResultSerializer(serializers.Serializer):
+    prediction_id = serializers.CharField()
+    agrees = serializers.BooleanField(help_text="The shadow gave the champion's label.")
+    routed = serializers.BooleanField(help_text="The prediction has a task whose label decides between them.")
+    reason = serializers.CharField(help_text="agrees; or for a disagreement: disagreement, not_drawn, "
+                                             "budget_exhausted, labeled, or the reason of the task it already had.")
+    task_id = serializers.IntegerField(allow_null=True)
+    duplicate = serializers.BooleanField(help_text="This answer was already stored; nothing was created.")
+
+
+class ShadowIngestResultSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    results = ShadowResultSerializer(many=True)

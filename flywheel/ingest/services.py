@@ -128,7 +128,7 @@ def predictions_ingest(*, project: Project, items: list[PredictionInput], batch:
         new_scores = [scores[i].score(policy.uncertainty) for i in new]
         new_draws = [draws[i] for i in new]
         wanted = routing.budget_request(new_scores, new_draws, policy)
-        granted = _budget_take(project=project, day=now.date(), wanted=wanted, limit=policy.daily_budget)
+        granted = budget_take(project=project, day=now.date(), wanted=wanted, limit=policy.daily_budget)
         decisions = routing.route_batch(new_scores, new_draws, policy, granted)
         routed = [(i, d) for i, d in zip(new, decisions, strict=True) if d.routed]
         task_ids = labeling_services.tasks_create(
@@ -272,9 +272,10 @@ def _predictions_insert_postgres(project, items, scores, draws, policy, version_
         return dict(cursor.fetchall())
 
 
-def _budget_take(*, project: Project, day, wanted: int, limit: int) -> int:
-    """Take up to `wanted` slots of today's budget; returns how many were granted. The row
-    lock serializes concurrent requests of one project only while they route."""
+def budget_take(*, project: Project, day, wanted: int, limit: int) -> int:
+    """Take up to `wanted` slots of today's budget (uncertainty and disagreement tasks);
+    returns how many were granted. The row lock serializes concurrent requests of one
+    project only while they route."""
     if wanted <= 0:
         return 0
     RoutingBudget.objects.get_or_create(project=project, day=day)

@@ -508,3 +508,108 @@ def parse_feedback(body, *, labels: frozenset[str], max_batch: int, now: datetim
             break
     errors.raise_if_any()
     return parsed, batch
+
+
+# --- Shadow predictions ----------------------------------------------------------------------
+
+SHADOW_FIELDS = frozenset({"prediction_id", "model_version", "label", "confidence", "probabilities"})
+
+
+@dataclass(slots=True)
+class ShadowPredictionInput:
+    prediction_id: str
+    model_version: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float] | None
+
+
+def parse_shadow_predictions(body, *, labels: frozenset[str],
+                             max_batch: int) -> tuple[list[ShadowPredictionInput], bool]:
+    """Validate a shadow-prediction body (one object, or {"shadow_predictions": [...]}) the
+    way predictions are: raises InputErrors with every problem found, keyed like
+    `shadow_predictions[3].label`. That a prediction exists, and that the shadow is not its
+    champion, needs the database: the service checks it."""
+    if not isinstance(body, dict):
+        raise InputErrors({"body": ['Expected a JSON object: one shadow prediction or {"shadow_predictions": [...]}.']})
+    if "shadow_predictions" in body:
+        if set(body) != {"shadow_predictions"}:
+            raise InputErrors({sorted(set(body) - {"shadow_predictions"})[0]:
+                               ["Unknown field next to 'shadow_predictions'."]})
+        items = body["shadow_predictions"]
+        if not isinstance(items, list) or not items:
+            raise InputErrors({"shadow_predictions": ["Expected a non-empty list of shadow predictions."]})
+        if len(items) > max_batch:
+            raise BatchTooLarge(len(items), max_batch)
+        batch = True
+    else:
+        items, batch = [body], False
+    errors = _Collector()
+    parsed = []
+    for index, item in enumerate(items):
+        path = f"shadow_predictions[{index}]." if batch else ""
+        if not isinstance(item, dict):
+            errors.add(path.rstrip(".") or "body", "Expected a JSON object.")
+            continue
+        before = len(errors.fields)
+        for key in item.keys() - SHADOW_FIELDS:
+            errors.add(path + key, "Unknown field.")
+        prediction_id = item.get("prediction_id")
+        if isinstance(prediction_id, int) and not isinstance(prediction_id, bool):
+            prediction_id = str(prediction_id)
+        if prediction_id is None:
+            errors.add(path + "prediction_id", "This field is required.")
+        elif not isinstance(prediction_id, str) or not 0 < len(prediction_id) <= 128:
+            errors.add(path + "prediction_id", "Must be the id of a logged prediction.")
+        model_version = item.get("model_version")
+        if model_version is None:
+            errors.add(path + "model_version", "This field is required.")
+        elif not isinstance(model_version, str) or not MODEL_VERSION_RE.match(model_version):
+            errors.add(path + "model_version",
+                       "Must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
+        label = item.get("label")
+        if label is None:
+            errors.add(path + "label", "This field is required.")
+        elif not isinstance(label, str):
+            errors.add(path + "label", "Must be a string.")
+        elif label not in labels:
+            errors.add(path + "label", f"'{label[:64]}' is not in the project's label set.")
+        confidence, probabilities = _parse_answer_confidence(item, label, labels, path, errors)
+        if len(errors.fields) == before:
+            parsed.append(ShadowPredictionInput(prediction_id=prediction_id, model_version=model_version,
+                                                label=label, confidence=confidence, probabilities=probabilities))
+        if len(errors.fields) >= MAX_ERRORS:
+            break
+    errors.raise_if_any()
+    return parsed, batch
+
+
+def _parse_answer_confidence(item: dict, label, labels, path: str,
+                             errors: _Collector) -> tuple[float | None, dict[str, float] | None]:
+    """A model's confidence in its label, from `confidence` or `probabilities[label]` (which
+    must agree when both are given), as predictions take it; and its probabilities."""
+    probabilities = item.get("probabilities")
+    confidence = item.get("confidence")
+    if probabilities is not None:
+        probabilities = _parse_probabilities(probabilities, path + "probabilities", errors, labels)
+    if confidence is not None:
+        if not _is_number(confidence) or not math.isfinite(confidence):
+            errors.add(path + "confidence", "Must be a number.")
+            return None, None
+        if not 0.0 <= confidence <= 1.0:
+            errors.add(path + "confidence", "Must be between 0 and 1.")
+            return None, None
+    if probabilities is not None and isinstance(label, str) and label in labels:
+        label_probability = probabilities.get(label)
+        if label_probability is None:
+            errors.add(path + "probabilities", f"Has no probability for the predicted label '{label}'.")
+            return None, None
+        if confidence is None:
+            return label_probability, probabilities
+        if abs(confidence - label_probability) > PROBABILITY_SUM_TOLERANCE:
+            errors.add(path + "confidence", "Differs from probabilities[label].")
+            return None, None
+    elif confidence is None and "probabilities" not in item:
+        errors.add(path + "confidence", "Either confidence or probabilities is required.")
+        return None, None
+    return (None if confidence is None else float(confidence)), probabilities

@@ -2,6 +2,7 @@
 
 import structlog
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from accounts.services import audit_record
 from common.errors import Conflict
@@ -15,6 +16,8 @@ from flywheel.models import (
     ModelVersion,
     Project,
     PromotionAction,
+    ShadowModel,
+    ShadowState,
     TrainingRun,
 )
 from flywheel.training.trainers import Artifact
@@ -64,6 +67,12 @@ def model_promote(*, project: Project, model_version: ModelVersion, actor=None, 
         if previous is not None and previous.pk == model_version.pk:
             return None
         alias_set(project, ModelAliasName.CHAMPION, model_version)
+        # A model in shadow that becomes the champion, by the live gate or by hand, leaves
+        # shadow: it now serves the predictions it would be compared on.
+        ShadowModel.objects.filter(project=project, model_version=model_version, state=ShadowState.ACTIVE).update(
+            state=ShadowState.PROMOTED, ended_at=timezone.now(), reason=reason or "promoted")
+        ModelAlias.objects.filter(project=project, alias=ModelAliasName.CHALLENGER,
+                                  model_version=model_version).delete()
         promotion = ModelPromotion.objects.create(
             project=project, action=PromotionAction.PROMOTE, model_version=model_version, previous=previous,
             training_run=run, actor=actor if getattr(actor, "pk", None) else None,

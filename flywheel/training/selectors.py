@@ -2,12 +2,23 @@
 version's production accuracy from the audit sample."""
 
 
-from django.db.models import Count
+from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models.fields.json import KeyTextTransform
 
 from common.errors import NotFound
 from flywheel.ingest.feedback import HUMAN_SOURCES
-from flywheel.models import ModelPromotion, ModelVersion, Prediction, Project, TrainingRun
-from flywheel.training import accuracy
+from flywheel.models import (
+    ModelAlias,
+    ModelAliasName,
+    ModelPromotion,
+    ModelVersion,
+    Prediction,
+    Project,
+    ShadowModel,
+    ShadowPrediction,
+    TrainingRun,
+)
+from flywheel.training import accuracy, evaluation, live
 from labeling import selectors as labeling_selectors
 
 
@@ -97,3 +108,96 @@ def training_run_for_user(*, user, run_id: int) -> TrainingRun:
     if run is None:
         raise NotFound("training_run_not_found", f"No training run {run_id}.")
     return run
+
+
+# --- Shadow mode -----------------------------------------------------------------------------------
+
+
+def shadow_comparison(*, project: Project, name: str) -> dict:
+    """Champion against a shadow model on live traffic, from human labels: how often they
+    agree; each one's accuracy on the audit sample (unbiased, with Wilson intervals); and
+    the accuracy difference from the labeled disagreements weighted by the rate they were
+    drawn at (flywheel.training.live), overall and per declared slice; with the live gate's
+    verdict. A fixed number of queries, whatever the traffic."""
+    challenger = model_version_get(project=project, name=name)
+    pairs = ShadowPrediction.objects.filter(project=project, model_version=challenger)
+    by_champion = list(pairs.values("champion_id").annotate(n=Count("id"), agreed=Count("id", filter=Q(agrees=True)))
+                       .order_by("-n", "-champion_id")[:1])
+    if by_champion:
+        champion_id, paired, agreed = by_champion[0]["champion_id"], by_champion[0]["n"], by_champion[0]["agreed"]
+        champion = ModelVersion.objects.filter(pk=champion_id).values_list("name", flat=True).first()
+        pairs = pairs.filter(champion_id=champion_id)
+    else:
+        current = ModelAlias.objects.filter(project=project, alias=ModelAliasName.CHAMPION).values_list(
+            "model_version__name", flat=True).first()
+        champion, paired, agreed = current, 0, 0
+
+    audited = list(pairs.filter(prediction__audit=True).values_list(
+        "prediction_id", "label", "prediction__label"))
+    drawn = list(pairs.filter(agrees=False, prediction__disagreement__drawn=True).values_list(
+        "prediction_id", "label", "prediction__label", "prediction__disagreement__rate", "prediction__metadata"))
+    truth = {pid: label.label for pid, label in labeling_selectors.current_labels(
+        {row[0] for row in audited} | {row[0] for row in drawn}).items() if label.source in HUMAN_SOURCES}
+
+    audit_labeled = [(shadow_label, served_label, truth[pid]) for pid, shadow_label, served_label in audited
+                     if pid in truth]
+    labeled_drawn = [row for row in drawn if row[0] in truth]
+    # Drawn disagreements wait in the queue in random order (routing.disagreement_priority):
+    # those labeled so far are a random share of them, which scales every inclusion probability.
+    share = len(labeled_drawn) / len(drawn) if drawn else 0.0
+
+    def outcomes(rows):
+        return [(int(shadow_label == truth[pid]) - int(served_label == truth[pid]), rate * share)
+                for pid, shadow_label, served_label, rate, _ in rows]
+
+    difference = live.accuracy_difference(paired=paired, labeled=outcomes(labeled_drawn))
+    slices = _shadow_slices(project=project, pairs=pairs, labeled=labeled_drawn, outcomes=outcomes)
+    gate_policy = evaluation.GatePolicy.from_dict(project.retraining)
+    verdict = live.live_verdict(difference=difference, slices=slices, policy=live_gate_policy(project),
+                                slice_tolerance=gate_policy.slice_tolerance)
+    return {
+        "model": challenger.name, "champion": champion, "paired": paired,
+        "agreement": agreed / paired if paired else None,
+        "labeled": {"audit": len(audit_labeled), "disagreement": len(labeled_drawn)},
+        "accuracy": {
+            "champion": _interval(accuracy.wilson(sum(s == t for _, s, t in audit_labeled), len(audit_labeled))),
+            "challenger": _interval(accuracy.wilson(sum(c == t for c, _, t in audit_labeled), len(audit_labeled))),
+        },
+        "difference": difference.as_dict(), "p_value": difference.p_value, "slices": slices,
+        "verdict": verdict.verdict, "reasons": verdict.reasons,
+        "shadow": ShadowModel.objects.filter(project=project, model_version=challenger).select_related(
+            "model_version", "training_run").first(),
+    }
+
+
+def shadow_comparisons(*, project: Project, limit: int = 5) -> list[dict]:
+    """The comparison of each model in shadow, or with shadow answers, newest first: what
+    the ops dashboard shows."""
+    answered = ShadowPrediction.objects.filter(model_version=OuterRef("pk"))
+    active = ShadowModel.objects.filter(model_version=OuterRef("pk"), state="active")
+    names = (ModelVersion.objects.filter(project=project).filter(Exists(answered) | Exists(active))
+             .order_by("-created_at", "-id").values_list("name", flat=True)[:limit])
+    return [shadow_comparison(project=project, name=name) for name in names]
+
+
+def live_gate_policy(project: Project) -> live.LiveGatePolicy:
+    return live.LiveGatePolicy.from_dict(project.retraining.get("live_gate"))
+
+
+def _interval(estimate: accuracy.Estimate) -> dict:
+    return {"value": estimate.value, "low": estimate.low, "high": estimate.high, "n": estimate.n}
+
+
+def _shadow_slices(*, project: Project, pairs, labeled: list, outcomes) -> list[dict]:
+    """The difference per value of each declared metadata slice: one query per slice key."""
+    out = []
+    for key in project.slices:
+        counts = pairs.annotate(slice_value=KeyTextTransform(key, "prediction__metadata")).values(
+            "slice_value").annotate(n=Count("id")).order_by("slice_value")
+        for row in counts:
+            value = row["slice_value"]
+            members = [r for r in labeled if str((r[4] or {}).get(key)) == str(value)]
+            difference = live.accuracy_difference(paired=row["n"], labeled=outcomes(members))
+            out.append({"key": key, "value": str(value), "paired": row["n"], "labeled": len(members),
+                        "difference": difference.as_dict()})
+    return out

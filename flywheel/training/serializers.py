@@ -106,3 +106,57 @@ class TrainingCompleteInputSerializer(serializers.Serializer):
         if json_depth(value) > MAX_METRICS_DEPTH:
             raise serializers.ValidationError(f"Nested more than {MAX_METRICS_DEPTH} levels deep.")
         return value
+
+
+class IntervalSerializer(serializers.Serializer):
+    value = serializers.FloatField(allow_null=True)
+    low = serializers.FloatField(allow_null=True)
+    high = serializers.FloatField(allow_null=True)
+
+
+class AccuracyIntervalSerializer(IntervalSerializer):
+    n = serializers.IntegerField(help_text="Audit-sample predictions with a human label.")
+
+
+class ShadowSliceSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    value = serializers.CharField()
+    paired = serializers.IntegerField()
+    labeled = serializers.IntegerField()
+    difference = IntervalSerializer()
+
+
+class ShadowComparisonSerializer(serializers.Serializer):
+    model = serializers.CharField(help_text="The shadow model (challenger).")
+    champion = serializers.CharField(allow_null=True, help_text="The model that served the paired predictions.")
+    paired = serializers.IntegerField(help_text="Served predictions the shadow answered too.")
+    agreement = serializers.FloatField(allow_null=True, help_text="Share of them it gave the champion's label.")
+    labeled = serializers.DictField(child=serializers.IntegerField(),
+                                    help_text="audit: labeled audit predictions; disagreement: labeled drawn "
+                                              "disagreements.")
+    accuracy = serializers.DictField(child=AccuracyIntervalSerializer(), help_text="champion and challenger, "
+                                                                                   "from the audit sample.")
+    difference = IntervalSerializer(help_text="challenger minus champion accuracy, from labeled disagreements.")
+    p_value = serializers.FloatField(allow_null=True)
+    slices = ShadowSliceSerializer(many=True)
+    verdict = serializers.ChoiceField(choices=["better", "worse", "undecided"])
+    reasons = serializers.ListField(child=serializers.CharField())
+    shadow = serializers.SerializerMethodField(help_text="Its shadow here when Flywheel scores with it, else null.")
+
+    def get_shadow(self, comparison) -> dict | None:
+        shadow = comparison.get("shadow")
+        return ShadowModelSerializer(shadow).data if shadow is not None else None
+
+
+class ShadowModelSerializer(serializers.Serializer):
+    model = serializers.CharField(source="model_version.name")
+    state = serializers.CharField(help_text="active, stopped, retired (by the live gate) or promoted.")
+    training_run = serializers.IntegerField(source="training_run.number", allow_null=True, default=None,
+                                            help_text="The run whose candidate went into shadow.")
+    started_at = serializers.DateTimeField()
+    started_by = serializers.CharField()
+    ended_at = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField()
+    verdict = serializers.CharField(help_text="The live gate's last verdict; empty before its first look.")
+    reasons = serializers.ListField(child=serializers.CharField())
+    evaluated_at = serializers.DateTimeField(allow_null=True)

@@ -14,6 +14,8 @@ from flywheel.training.policy import RetrainingPolicy, trainer_for
 from flywheel.training.registry import alias_set, champion_get, model_promote, model_version_record
 from flywheel.training.rows import numeric_ranges, rows_without, version_rows
 from flywheel.training.runs import LEASE, stage_claim, stage_finish, stage_release, stage_update, training_run_fail
+from flywheel.training.selectors import live_gate_policy
+from flywheel.training.shadow import shadow_start
 from labeling import selectors as labeling_selectors
 
 log = structlog.get_logger(__name__)
@@ -141,7 +143,12 @@ def _stage_gate(run: TrainingRun, token: str) -> str:
 
 def _stage_promote(run: TrainingRun, token: str) -> str:
     promoted = False
-    if run.gate.get("passed"):
+    live_gate = live_gate_policy(run.project)
+    if run.gate.get("passed") and live_gate.enabled and champion_get(run.project) is not None:
+        # Judged on live traffic before it serves anyone: the live gate promotes or retires it.
+        shadow_start(project=run.project, model_version=run.model_version, run=run,
+                     reason=f"training run #{run.number} passed the offline gate; the live gate decides")
+    elif run.gate.get("passed"):
         promoted = model_promote(project=run.project, model_version=run.model_version, actor=None, run=run,
                                  reason=f"training run #{run.number} passed the gate") is not None
     else:

@@ -69,6 +69,8 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/projects/{slug}/stats/", {"ops", "admin"}),
     Endpoint("POST", "/api/v1/projects/{slug}/feedback/", {"app", "admin"}, ok=201, setup="prediction",
              body={"prediction_id": "p-0", "kind": "confirm"}),
+    Endpoint("POST", "/api/v1/projects/{slug}/shadow-predictions/", {"app", "admin"}, ok=201, setup="prediction",
+             body={"prediction_id": "p-0", "model_version": "rc-1", "label": "1", "confidence": 0.7}),
     Endpoint("POST", "/api/v1/projects/{slug}/tasks/next/", ANNOTATORS, ok=204),
     Endpoint("GET", "/api/v1/projects/{slug}/tasks/", ANNOTATORS),
     Endpoint("GET", "/api/v1/projects/{slug}/annotators/me/", ANNOTATORS),
@@ -118,6 +120,12 @@ ENDPOINTS = [
     Endpoint("GET", "/api/v1/projects/{slug}/models/", {"ops", "admin"}),
     Endpoint("GET", "/api/v1/projects/{slug}/models/promotions/", {"ops", "admin"}),
     Endpoint("POST", "/api/v1/projects/{slug}/models/{name}/promote/", {"ops", "admin"}, setup="training", body={}),
+    Endpoint("GET", "/api/v1/projects/{slug}/models/{name}/shadow/", {"ops", "admin"}, setup="training"),
+    # run-1 has no artifact here (409 no_artifact), and is not in shadow (409 not_in_shadow).
+    Endpoint("POST", "/api/v1/projects/{slug}/models/{name}/shadow/", {"ops", "admin"}, ok=409, setup="training",
+             body={}),
+    Endpoint("DELETE", "/api/v1/projects/{slug}/models/{name}/shadow/", {"ops", "admin"}, ok=409,
+             setup="training", body={}),
     Endpoint("POST", "/api/v1/projects/{slug}/models/rollback/", {"ops", "admin"}, ok=409, body={}),
     # run-1 was not trained here in this setup: it has no artifact to hand out.
     Endpoint("GET", "/api/v1/projects/{slug}/models/{name}/artifact/", {"app", "ops", "admin"}, ok=404,
@@ -287,7 +295,8 @@ def test_access_matrix(accounts, endpoint, role):
 
 
 # What a key with the ingest scope may do besides GETs of a read key: log predictions and feedback.
-INGEST_ROUTES = {("POST", "/api/v1/projects/{slug}/predictions/"), ("POST", "/api/v1/projects/{slug}/feedback/")}
+INGEST_ROUTES = {("POST", "/api/v1/projects/{slug}/predictions/"), ("POST", "/api/v1/projects/{slug}/feedback/"),
+                 ("POST", "/api/v1/projects/{slug}/shadow-predictions/")}
 
 
 @pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e.kind == "api"], ids=repr)

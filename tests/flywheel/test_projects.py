@@ -42,7 +42,7 @@ def test_routing_defaults_fill_what_the_request_leaves_out(ops):
     body = client.post("/api/v1/projects/", {"slug": "p", "name": "P", "labels": ["a", "b"]}, format="json").json()
     assert body["routing"] == {"uncertainty": "least_confidence", "threshold": 0.3, "audit_rate": 0.02,
                                "daily_budget": 1000, "annotations_per_task": 1, "demote_stale": True,
-                               "skip_resolved": True}
+                               "skip_resolved": True, "disagreement_rate": 1.0}
     assert body["features"] == []
 
 

@@ -243,3 +243,28 @@ def test_groups_are_built_fixed_and_labeled_through_the_client():
             annotator.annotate_group(threes["id"], "3")
         assert lost.value.status == 409
     assert Label.objects.filter(source="group", label="3").count() == 5
+def test_an_app_logs_a_challengers_answers_and_ops_read_the_comparison(tmp_path):
+    from tests.flywheel.training.shadow_data import trained
+
+    project = digits_project()
+    project = project_update(project=project, changes={"routing": {"daily_budget": 100_000}})
+    app_token = factories.user_with_role(Role.APP, project)[1]
+    ops_token = factories.user_with_role(Role.OPS, project)[1]
+    trained(project, "cand", start=0, count=300)
+    with LiveService(workers=1, FLYWHEEL_STORAGE_ROOT=tmp_path / "storage") as service:
+        app, ops = Client(service.url, app_token), Client(service.url, ops_token)
+        ids = [r["id"] for r in app.log_predictions("digits", _digit_predictions(0, 40, confidence=0.95)).results]
+        answers = [{"prediction_id": pid, "model_version": "rc-1", "label": "3" if n % 2 else "4",
+                    "confidence": 0.8} for n, pid in enumerate(ids)]
+        first = app.log_shadow_predictions("digits", answers, batch_size=15)
+        assert (first["created"], first["duplicates"], len(first["results"])) == (40, 0, 40)
+        again = app.log_shadow_predictions("digits", answers)
+        assert (again["created"], again["duplicates"]) == (0, 40)
+        assert [r["task_id"] for r in again["results"]] == [r["task_id"] for r in first["results"]]
+        comparison = ops.shadow("digits", "rc-1")
+        assert comparison["paired"] == 40 and comparison["verdict"] == "undecided"
+        assert ops.shadow_start("digits", "cand", reason="try")["state"] == "active"
+        assert ops.shadow_stop("digits", "cand")["state"] == "stopped"
+        with pytest.raises(FlywheelError) as refused:
+            app.log_shadow_predictions("digits", [{**answers[0], "model_version": "v1"}])
+        assert refused.value.status == 400
