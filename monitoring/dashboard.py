@@ -56,7 +56,8 @@ def summary(project, latest) -> dict:
 
 
 def drift_over_time(project) -> dict | None:
-    """PSI per field per check, the largest few shown and the rest a click away."""
+    """Effect size over threshold per field per check, the largest few shown and the rest
+    a click away."""
     history = selectors.drift_history(project=project, days=7)
     if not history["times"]:
         return None
@@ -66,7 +67,7 @@ def drift_over_time(project) -> dict | None:
         "times": history["times"],
         "series": [{"name": name, "values": history["series"][name], "drifted": history["drifted"][name],
                     "hidden": i >= SHOWN_SERIES} for i, name in enumerate(ranked)],
-        "threshold": DriftPolicy.from_dict(project.drift).psi_threshold,
+        "threshold": 1.0,
         "checks": len(history["times"]),
     }
 
@@ -85,7 +86,8 @@ def drifted_features(latest) -> dict | None:
     return {
         "any_drifted": bool(drifted),
         "fields": [{
-            "name": r["name"], "type": r["type"], "value": r["value"], "threshold": r["threshold"],
+            "name": r["name"], "type": r["type"], "statistic": r["statistic"], "value": r["value"],
+            "threshold": r["threshold"],
             "p_value": r["p_value_adjusted"] if r["p_value_adjusted"] is not None else r["p_value"],
             "test": r["test"], "drifted": r["drifted"], "count": r["count"], "reason": r["reason"],
             "reference_count": r["reference_count"], "statistics": r["statistics"],

@@ -12,6 +12,12 @@ SECRET_MASK = "********"
 
 @dataclass(frozen=True)
 class DriftPolicy(Policy):
+    # The effect size numeric fields are judged by: "wasserstein" (the distance in
+    # reference standard deviations) or "psi". Categories always use PSI.
+    numeric_statistic: str = stats.WASSERSTEIN
+    # Wasserstein distance, in reference standard deviations, a numeric field must reach
+    # to count as a practical shift (0.1, as Evidently); small windows need more.
+    wasserstein_threshold: float = 0.1
     # PSI a field must reach to count as a practical shift (0.1: "moderate" by the usual
     # rule of thumb); small windows need more, see stats.psi_noise_threshold.
     psi_threshold: float = 0.1
@@ -38,7 +44,9 @@ class DriftPolicy(Policy):
         return data
 
     def judge_policy(self) -> stats.JudgePolicy:
-        return stats.JudgePolicy(psi_threshold=self.psi_threshold, fdr=self.fdr, min_count=self.min_count)
+        return stats.JudgePolicy(numeric_statistic=self.numeric_statistic,
+                                 wasserstein_threshold=self.wasserstein_threshold, psi_threshold=self.psi_threshold,
+                                 fdr=self.fdr, min_count=self.min_count)
 
 
 def drift_policy_merge(*, current: Mapping | None, changes: Mapping | None) -> dict:

@@ -118,7 +118,9 @@ def alert_open(*, project) -> DriftAlert | None:
 
 
 def drift_history(*, project, days: int = 7, limit: int = 500) -> dict:
-    """PSI per field per check over the last days, oldest first, for the line chart. A check
+    """Each field's effect size over its threshold (1: where it would drift; fields judged
+    by different statistics share one scale) per check over the last days, oldest first,
+    for the line chart. A check
     is placed at the end of the window it judged, not when it ran: a check run late (or a
     backfill) still shows when the data drifted."""
     since = timezone.now() - timedelta(days=days)
@@ -135,7 +137,8 @@ def drift_history(*, project, days: int = 7, limit: int = 500) -> dict:
             if name not in series:
                 series[name] = [None] * len(reports)
                 drifted[name] = [False] * len(reports)
-            series[name][i] = result["value"]
+            value, threshold = result["value"], result["threshold"]
+            series[name][i] = value / threshold if value is not None and threshold else None
             drifted[name][i] = bool(result["drifted"])
     return {"times": [r["window_end"].isoformat() for r in reports], "series": series, "drifted": drifted,
             "report_ids": [r["id"] for r in reports]}

@@ -7,12 +7,19 @@ from rest_framework import serializers
 
 from common import url_safety
 from common.serializers import PolicySerializer
+from monitoring import stats
 from monitoring.policy import SECRET_MASK
 
 MAX_WINDOW = timedelta(days=400)
 
 
 class DriftPolicySerializer(PolicySerializer):
+    numeric_statistic = serializers.ChoiceField(
+        choices=[stats.WASSERSTEIN, stats.PSI], required=False,
+        help_text="Effect size of numeric fields: wasserstein (in reference standard deviations) or psi.")
+    wasserstein_threshold = serializers.FloatField(
+        min_value=0.001, max_value=10, required=False,
+        help_text="Wasserstein distance, in reference standard deviations, a numeric field must reach.")
     psi_threshold = serializers.FloatField(min_value=0.001, max_value=10, required=False,
                                            help_text="PSI a field must reach to count as a practical shift.")
     fdr = serializers.FloatField(min_value=0.0001, max_value=0.5, required=False,

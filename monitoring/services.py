@@ -338,10 +338,12 @@ def _finite(value):
 
 def _comparison_json(comparison: stats.Comparison) -> dict:
     return {
-        "name": comparison.name, "type": comparison.type, "statistic": "psi", "value": _finite(comparison.psi),
+        "name": comparison.name, "type": comparison.type, "statistic": comparison.statistic,
+        "value": _finite(comparison.value),
         "p_value": _finite(comparison.p_value), "p_value_adjusted": _finite(comparison.p_value_adjusted),
         "test": comparison.test, "threshold": _finite(comparison.threshold), "drifted": comparison.drifted,
-        "reason": comparison.reason, "count": comparison.count, "reference_count": comparison.reference_count,
+        "reason": "missing_share" if comparison.drifted and comparison.extra.get("missing_shifted")
+        else comparison.reason, "count": comparison.count, "reference_count": comparison.reference_count,
         "statistics": {
             "psi": _finite(comparison.psi), "js_distance": _finite(comparison.js), "chi2": _finite(comparison.chi2),
             "chi2_p": _finite(comparison.chi2_p), "ks": _finite(comparison.ks), "ks_p": _finite(comparison.ks_p),
