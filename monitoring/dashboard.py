@@ -45,8 +45,8 @@ def summary(project, latest) -> dict:
         "latest": None if latest is None else {
             "id": latest.pk, "created_at": latest.created_at, "drifted": latest.drifted,
             "window_count": latest.window_count, "trigger": latest.trigger.replace("_", " "),
-            "drifted_fields": [r["name"] for r in [*latest.features, latest.prediction, latest.confidence or {}]
-                               if r.get("drifted")],
+            "drifted_fields": [r["name"] for r in [*latest.features, latest.prediction, latest.confidence or {},
+                                                   latest.multivariate or {}] if r.get("drifted")],
             "fields": len(latest.features) + 2,
         },
         "reference": None if reference is None else selectors.reference_info(reference),
@@ -84,7 +84,8 @@ def drifted_features(latest) -> dict | None:
         key=lambda r: -(r["value"] / r["threshold"]),
     )[:CLOSEST_SHOWN]
     return {
-        "any_drifted": bool(drifted),
+        "any_drifted": bool(drifted) or bool(latest.multivariate and latest.multivariate["drifted"]),
+        "multivariate": latest.multivariate,
         "fields": [{
             "name": r["name"], "type": r["type"], "statistic": r["statistic"], "value": r["value"],
             "threshold": r["threshold"],
@@ -141,7 +142,8 @@ def recent_reports(project, limit: int = 8) -> list[dict]:
         "id": r.pk, "created_at": r.created_at, "window_start": r.window_start, "window_end": r.window_end,
         "trigger": r.trigger.replace("_", " "), "count": r.window_count,
         "drifted": r.drifted, "alerted": r.alert_id is not None,
-        "fields": [x["name"] for x in [*r.features, r.prediction, r.confidence or {}] if x.get("drifted")],
+        "fields": [x["name"] for x in [*r.features, r.prediction, r.confidence or {}, r.multivariate or {}]
+                   if x.get("drifted")],
     } for r in selectors.reports_list(project=project, limit=limit)]
 
 

@@ -636,3 +636,106 @@ def judge(comparisons: Sequence[Comparison], policy: JudgePolicy = JudgePolicy()
         comparison.reason = "drifted" if comparison.drifted else (
             "not_significant" if large else "below_threshold")
     return list(comparisons)
+
+
+# --- Multivariate drift ----------------------------------------------------------------------------
+
+# Why PCA reconstruction error and not a domain classifier: on the same samples both find a
+# correlation that flips, but the classifier needs cross-validated fits (seconds where
+# this takes tens of milliseconds, measured in bench/drift.py) and gives no per-row score
+# without a model to keep; the reconstruction error is one fit, one number per row, and
+# rank-testable against held-out reference rows. docs/concepts.md, "Joint drift".
+PCA_VARIANCE = 0.65  # share of the reference's variance the kept components explain
+MULTIVARIATE_STATISTIC = "pca_reconstruction_error"
+
+
+@dataclass
+class Multivariate:
+    """One joint statistic over the numeric features of a check."""
+
+    statistic: str
+    value: float | None  # mean reconstruction error of the window over the reference's
+    threshold: float  # |value - 1| a change must reach
+    p_value: float | None
+    drifted: bool
+    reason: str
+    features: list[str]
+    reference_rows: int
+    current_rows: int
+    components: int = 0
+    # Per current row: its reconstruction error over the reference's median (not stored).
+    row_scores: np.ndarray | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        return {"name": "multivariate", "type": "multivariate", "statistic": self.statistic,
+                "value": self.value, "threshold": self.threshold, "p_value": self.p_value,
+                "drifted": self.drifted, "reason": self.reason, "features": self.features,
+                "reference_rows": self.reference_rows, "current_rows": self.current_rows,
+                "components": self.components}
+
+
+def multivariate_pca(reference: np.ndarray, current: np.ndarray, features: Sequence[str], *,
+                     threshold: float = 0.1, alpha: float = 0.01, min_rows: int = 200,
+                     seed: int = 0) -> Multivariate:
+    """Joint drift of numeric features, rows x features, missing values as NaN.
+
+    Each sample's features are mapped to normal scores through that sample's own quantiles
+    (tails, units and marginal shifts drop out: only how features move together is left,
+    the copula); PCA on
+    half the reference keeps the components that explain PCA_VARIANCE of its variance;
+    each row's error is its squared distance from its reconstruction. The window drifts
+    when its mean error differs from the other half of the reference's by more than
+    `threshold` (relative) and a Mann-Whitney test of the two sets of errors is significant
+    at `alpha`: the held-out half was never fitted, so under no change the two are samples
+    of one distribution and false alarms stay at `alpha`."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import QuantileTransformer
+
+    features = list(features)
+    out = Multivariate(MULTIVARIATE_STATISTIC, None, threshold, None, False, "too_few", features,
+                       len(reference), len(current))
+    if len(features) < 2:
+        out.reason = "too_few_features"
+        return out
+    if len(reference) < 2 * min_rows or len(current) < min_rows:
+        return out
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(reference))
+    fit, held_out = reference[order[: len(order) // 2]], reference[order[len(order) // 2:]]
+    medians = np.nanmedian(fit, axis=0)
+    varying = np.isfinite(medians) & (np.nanstd(fit, axis=0) > 0)
+    if varying.sum() < 2:
+        out.reason = "too_few_features"
+        return out
+
+    def filled(rows: np.ndarray) -> np.ndarray:
+        rows = rows[:, varying]
+        return np.where(np.isnan(rows), medians[varying], rows)
+
+    def normal_scores(rows: np.ndarray) -> np.ndarray:
+        # Each sample through its own quantiles: every marginal becomes N(0, 1) whatever it
+        # was, so a shifted feature (judged on its own above) does not count twice here
+        # and only how the features move together is left.
+        rows = filled(rows)
+        return QuantileTransformer(n_quantiles=min(200, len(rows)), output_distribution="normal",
+                                   subsample=len(rows), random_state=seed).fit_transform(rows)
+
+    pca = PCA(n_components=PCA_VARIANCE, svd_solver="covariance_eigh").fit(normal_scores(fit))
+
+    def errors(rows: np.ndarray) -> np.ndarray:
+        z = normal_scores(rows)
+        return np.sum((z - pca.inverse_transform(pca.transform(z))) ** 2, axis=1)
+
+    reference_errors, current_errors = errors(held_out), errors(current)
+    base = float(np.mean(reference_errors))
+    out.components = int(pca.n_components_)
+    out.features = [name for name, keep in zip(features, varying, strict=True) if keep]
+    out.value = float(np.mean(current_errors) / base) if base > 0 else None
+    out.p_value = float(scipy_stats.mannwhitneyu(current_errors, reference_errors).pvalue)
+    large = out.value is not None and abs(out.value - 1) > threshold
+    significant = out.p_value <= alpha
+    out.drifted = bool(large and significant)
+    out.reason = "drifted" if out.drifted else ("not_significant" if large else "below_threshold")
+    median = float(np.median(reference_errors))
+    out.row_scores = current_errors / median if median > 0 else None
+    return out
