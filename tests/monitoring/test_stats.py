@@ -283,3 +283,45 @@ def test_a_change_in_missing_values_is_drift(rng):
     comparison = stats.compare_numeric("x", reference, current, np.arange(6.0))
     (judged,) = stats.judge([comparison])
     assert judged.drifted and comparison.ks == pytest.approx(0.0)
+
+
+# --- Joint drift ---------------------------------------------------------------------------------
+
+
+def _joint(rng, n, correlation, features=6, shift=0.0):
+    rows = rng.standard_normal((n, features))
+    rows[:, 1] = correlation * rows[:, 0] + math.sqrt(1 - correlation ** 2) * rng.standard_normal(n)
+    rows[:, 2] = np.exp(rows[:, 2]) + shift  # a skewed feature, shifted on demand
+    return rows
+
+
+NAMES = [f"f{i}" for i in range(6)]
+
+
+def test_a_flipped_correlation_is_joint_drift_with_every_marginal_unchanged(rng):
+    reference = _joint(rng, 4000, 0.8)
+    result = stats.multivariate_pca(reference, _joint(rng, 2000, -0.8), NAMES)
+    assert result.drifted and result.reason == "drifted"
+    assert result.value > 1.1 and result.p_value < 1e-10 and result.components >= 1
+    assert result.as_dict()["statistic"] == "pca_reconstruction_error"
+
+
+def test_joint_drift_false_alarms_stay_near_alpha_and_ignore_marginal_shifts(rng):
+    reference = _joint(rng, 4000, 0.8)
+    unchanged = [stats.multivariate_pca(reference, _joint(rng, 2000, 0.8), NAMES) for _ in range(30)]
+    assert sum(r.drifted for r in unchanged) <= 1  # alpha = 1%: 0.3 expected
+    # The p-values of unchanged data are spread out, not piled near 0 (a biased test would be).
+    assert np.median([r.p_value for r in unchanged]) > 0.2
+    # A marginal shift is per-feature drift; the joint statistic sees only dependence.
+    shifted = stats.multivariate_pca(reference, _joint(rng, 2000, 0.8, shift=3.0), NAMES)
+    assert not shifted.drifted
+
+
+def test_joint_drift_needs_enough_rows_and_features(rng):
+    assert stats.multivariate_pca(_joint(rng, 4000, 0.8), _joint(rng, 50, -0.8), NAMES).reason == "too_few"
+    one = stats.multivariate_pca(_joint(rng, 4000, 0.8)[:, :1], _joint(rng, 2000, 0.8)[:, :1], ["f0"])
+    assert one.reason == "too_few_features" and one.value is None and not one.drifted
+    # Missing values are filled with the reference's median, not dropped or fatal.
+    current = _joint(rng, 2000, -0.8)
+    current[::7, 3] = np.nan
+    assert stats.multivariate_pca(_joint(rng, 4000, 0.8), current, NAMES).drifted
