@@ -13,7 +13,6 @@ from flywheel.models import ModelPromotion, ModelVersion, Prediction, Project, T
 from flywheel.training import accuracy
 from labeling import selectors as labeling_selectors
 
-
 # The label-free estimate judges the last day's predictions, at most this many of them.
 LABEL_FREE_WINDOW = timedelta(hours=24)
 LABEL_FREE_PREDICTIONS = 50_000
