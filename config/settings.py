@@ -198,8 +198,10 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A worker that outlives a broker loss while it holds a task (config/celery.py).
+# A worker without the broker features Flywheel does not use, outliving any broker loss
+# (config/celery.py), and a beat that tells a health check it is alive.
 CELERY_WORKER_CONSUMER = "config.celery:Consumer"
+CELERY_BEAT_SCHEDULER = "config.celery:BeatScheduler"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
@@ -217,6 +219,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 5,
 }
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="flywheel")
+# A worker (while connected to its broker or waiting for it) and the beat touch this file
+# every FLYWHEEL_LIVENESS_SECONDS; `python -m common.liveness FILE --max-age N` is their
+# health check. Empty: no file.
+FLYWHEEL_LIVENESS_FILE = env.str("FLYWHEEL_LIVENESS_FILE", default="")
+FLYWHEEL_LIVENESS_SECONDS = env.float("FLYWHEEL_LIVENESS_SECONDS", default=10.0)
 
 # --- Storage (dataset versions, model artifacts) -------------------------------------------------
 
@@ -265,6 +272,8 @@ FLYWHEEL_WEBHOOK_ALLOW_LOOPBACK = env.bool("FLYWHEEL_WEBHOOK_ALLOW_LOOPBACK", de
 # Seconds a worker reuses a token's user and a project it looked up. Revoking a token or
 # changing a project reaches the other workers within this time.
 FLYWHEEL_ACCESS_CACHE_SECONDS = env.float("FLYWHEEL_ACCESS_CACHE_SECONDS", default=2.0)
+# A key's last-used time is written at most this often (per key), off the request's path.
+FLYWHEEL_TOKEN_LAST_USED_SECONDS = env.float("FLYWHEEL_TOKEN_LAST_USED_SECONDS", default=60.0)
 
 # --- Labeling -----------------------------------------------------------------------------------
 
@@ -292,6 +301,8 @@ FLYWHEEL_RETRAINING_CHECK_SECONDS = env.float("FLYWHEEL_RETRAINING_CHECK_SECONDS
 # Periodic work (Celery beat); every entry's task is safe to run twice and to miss a beat.
 CELERY_BEAT_SCHEDULE = {
     "labeling.leases_sweep": {"task": "labeling.leases_sweep", "schedule": 60.0},
+    # API keys that have expired go to the audit log (they are refused from their expiry on).
+    "accounts.tokens_expired_record": {"task": "accounts.tokens_expired_record", "schedule": 300.0},
     # Dataset builds whose worker died are requeued (or failed after repeated losses).
     "flywheel.datasets.sweep_stale_builds": {"task": "flywheel.datasets.sweep_stale_builds", "schedule": 300.0},
     # Drift monitoring: profiles trail ingestion by a minute; each project is checked once per

@@ -231,3 +231,22 @@ def test_the_dashboard_shows_the_label_free_estimate_beside_the_audit(client, ap
     assert "last day without labels (95%)" in audit
     # The audit's 75.0% and the label-free estimate calibrated on it, which agree.
     assert audit.count("75.0% (") == 2 and "disagrees" not in audit
+
+
+def test_the_dashboard_lists_the_members_keys_that_expire_within_a_week(client, project, other_project):
+    from accounts.services import token_issue
+
+    app, _ = factories.user_with_role(Role.APP, project, username="checkout")
+    stranger, _ = factories.user_with_role(Role.APP, other_project, username="elsewhere-app")
+    now = datetime.now(UTC)
+    token_issue(user=app, name="soon", expires_at=now + timedelta(days=2), scopes=["ingest"])
+    token_issue(user=app, name="later", expires_at=now + timedelta(days=30))
+    token_issue(user=stranger, name="soon", expires_at=now + timedelta(days=1))
+    login(client, Role.OPS, project)
+
+    html = client.get("/ops/digits/").content.decode()
+
+    assert "API keys expiring within 7 days" in html
+    table = html.split("API keys expiring within 7 days")[1].split("</table>")[0]
+    assert "checkout" in table and ">soon<" in table and "ingest" in table
+    assert ">later<" not in table and "elsewhere-app" not in html
