@@ -57,13 +57,17 @@ def audit_and_calibration(project) -> dict:
     rows = []
     for e in training_selectors.production_accuracy(project=project):
         a = e["accuracy"]
+        label_free = e["estimated_accuracy"]
         rows.append([
             e["model_version"], e["audit"]["predictions"], e["audit"]["labeled"],
             f"{percent(a['accuracy'])} ({percent(a['low'])} to {percent(a['high'])})" if a["n"] else "–",
+            "–" if label_free is None else (
+                f"{percent(label_free['value'])} ({percent(label_free['low'])} to {percent(label_free['high'])})"
+                + ("" if label_free["consistent_with_audit"] else " – disagrees with the audit: concept shift?")),
             "–" if e["calibration"]["ece"] is None else f"{e['calibration']['ece']:.3f}",
         ])
     return {"total": len(rows), "columns": ["model version", "audit sample", "labeled", "accuracy (95% interval)",
-                                            "calibration error (ECE)"],
+                                            "last day without labels (95%)", "calibration error (ECE)"],
             "rows": rows, "empty": "No predictions were drawn into the audit sample yet."}
 
 

@@ -45,8 +45,8 @@ def summary(project, latest) -> dict:
         "latest": None if latest is None else {
             "id": latest.pk, "created_at": latest.created_at, "drifted": latest.drifted,
             "window_count": latest.window_count, "trigger": latest.trigger.replace("_", " "),
-            "drifted_fields": [r["name"] for r in [*latest.features, latest.prediction, latest.confidence or {}]
-                               if r.get("drifted")],
+            "drifted_fields": [r["name"] for r in [*latest.features, latest.prediction, latest.confidence or {},
+                                                   latest.multivariate or {}] if r.get("drifted")],
             "fields": len(latest.features) + 2,
         },
         "reference": None if reference is None else selectors.reference_info(reference),
@@ -56,7 +56,8 @@ def summary(project, latest) -> dict:
 
 
 def drift_over_time(project) -> dict | None:
-    """PSI per field per check, the largest few shown and the rest a click away."""
+    """Effect size over threshold per field per check, the largest few shown and the rest
+    a click away."""
     history = selectors.drift_history(project=project, days=7)
     if not history["times"]:
         return None
@@ -66,7 +67,7 @@ def drift_over_time(project) -> dict | None:
         "times": history["times"],
         "series": [{"name": name, "values": history["series"][name], "drifted": history["drifted"][name],
                     "hidden": i >= SHOWN_SERIES} for i, name in enumerate(ranked)],
-        "threshold": DriftPolicy.from_dict(project.drift).psi_threshold,
+        "threshold": 1.0,
         "checks": len(history["times"]),
     }
 
@@ -83,9 +84,11 @@ def drifted_features(latest) -> dict | None:
         key=lambda r: -(r["value"] / r["threshold"]),
     )[:CLOSEST_SHOWN]
     return {
-        "any_drifted": bool(drifted),
+        "any_drifted": bool(drifted) or bool(latest.multivariate and latest.multivariate["drifted"]),
+        "multivariate": latest.multivariate,
         "fields": [{
-            "name": r["name"], "type": r["type"], "value": r["value"], "threshold": r["threshold"],
+            "name": r["name"], "type": r["type"], "statistic": r["statistic"], "value": r["value"],
+            "threshold": r["threshold"],
             "p_value": r["p_value_adjusted"] if r["p_value_adjusted"] is not None else r["p_value"],
             "test": r["test"], "drifted": r["drifted"], "count": r["count"], "reason": r["reason"],
             "reference_count": r["reference_count"], "statistics": r["statistics"],
@@ -139,7 +142,8 @@ def recent_reports(project, limit: int = 8) -> list[dict]:
         "id": r.pk, "created_at": r.created_at, "window_start": r.window_start, "window_end": r.window_end,
         "trigger": r.trigger.replace("_", " "), "count": r.window_count,
         "drifted": r.drifted, "alerted": r.alert_id is not None,
-        "fields": [x["name"] for x in [*r.features, r.prediction, r.confidence or {}] if x.get("drifted")],
+        "fields": [x["name"] for x in [*r.features, r.prediction, r.confidence or {}, r.multivariate or {}]
+                   if x.get("drifted")],
     } for r in selectors.reports_list(project=project, limit=limit)]
 
 

@@ -42,6 +42,25 @@ class Profile(models.Model):
         ]
 
 
+class ProfileSample(models.Model):
+    """A uniform random sample of one hour's predictions' numeric features, for joint
+    (multivariate) drift: each row carries a random key and an hour keeps the rows with
+    the smallest keys, so a window's sample is the smallest keys of its hours, as
+    mergeable as the profiles."""
+
+    project = models.ForeignKey("flywheel.Project", on_delete=models.CASCADE, related_name="+", db_index=False)
+    hour = models.DateTimeField(help_text="Start of the UTC hour the predictions were made in.")
+    names = models.JSONField(help_text="The numeric features, in the order of each row's values.")
+    seen = models.BigIntegerField(help_text="Predictions the sample was drawn from.")
+    keys = models.BinaryField(help_text="Each row's random key in [0, 1), float64.")
+    rows = models.BinaryField(help_text="The rows, float32, row-major; missing values NaN.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "hour"], name="profile_sample_unique_hour"),
+        ]
+
+
 class ReferenceKind(models.TextChoices):
     WINDOW = "window", "A window of production predictions ops chose"
     DATASET_VERSION = "dataset_version", "The dataset version a model was trained on"
@@ -90,6 +109,14 @@ class ReferenceProfile(models.Model):
         ]
 
 
+class ReferenceSample(models.Model):
+    """The rows joint drift is measured against, frozen with the reference."""
+
+    reference = models.OneToOneField(Reference, on_delete=models.CASCADE, related_name="sample")
+    names = models.JSONField()
+    rows = models.BinaryField(help_text="float32, row-major; missing values NaN.")
+
+
 class CheckTrigger(models.TextChoices):
     SCHEDULED = "scheduled", "Beat schedule"
     ON_DEMAND = "on_demand", "Requested through the API"
@@ -113,6 +140,10 @@ class DriftReport(models.Model):
     features = models.JSONField(help_text="Per feature: statistic, value, p-value, threshold, verdict, histograms.")
     prediction = models.JSONField(help_text="The predicted label's distribution, judged like a feature.")
     confidence = models.JSONField(null=True, blank=True, help_text="The confidence's distribution.")
+    multivariate = models.JSONField(
+        null=True, blank=True,
+        help_text="Joint drift of the numeric features on random samples: statistic, value, threshold, p-value, "
+                  "verdict.")
     policy = models.JSONField(help_text="The thresholds the verdicts used.")
     alert = models.ForeignKey("DriftAlert", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
                               help_text="The alert this report raised or re-raised, if any.")

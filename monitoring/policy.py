@@ -12,6 +12,12 @@ SECRET_MASK = "********"
 
 @dataclass(frozen=True)
 class DriftPolicy(Policy):
+    # The effect size numeric fields are judged by: "wasserstein" (the distance in
+    # reference standard deviations) or "psi". Categories always use PSI.
+    numeric_statistic: str = stats.WASSERSTEIN
+    # Wasserstein distance, in reference standard deviations, a numeric field must reach
+    # to count as a practical shift (0.1, as Evidently); small windows need more.
+    wasserstein_threshold: float = 0.1
     # PSI a field must reach to count as a practical shift (0.1: "moderate" by the usual
     # rule of thumb); small windows need more, see stats.psi_noise_threshold.
     psi_threshold: float = 0.1
@@ -19,6 +25,13 @@ class DriftPolicy(Policy):
     fdr: float = 0.05
     # Quantile bins a numeric field's reference is cut into.
     numeric_bins: int = 10
+    # Joint drift of the numeric features (PCA reconstruction error on random samples):
+    # on or off, the relative change in mean error that counts, the Mann-Whitney level
+    # that bounds its false alarms, and the window's sample size.
+    multivariate: bool = True
+    multivariate_threshold: float = 0.1
+    multivariate_alpha: float = 0.01
+    multivariate_sample: int = 5_000
     # Fields with fewer values in the window are reported but not judged.
     min_count: int = 30
     # Scheduled checks: on or off, how often, and the window they look at.
@@ -38,7 +51,13 @@ class DriftPolicy(Policy):
         return data
 
     def judge_policy(self) -> stats.JudgePolicy:
-        return stats.JudgePolicy(psi_threshold=self.psi_threshold, fdr=self.fdr, min_count=self.min_count)
+        return stats.JudgePolicy(numeric_statistic=self.numeric_statistic,
+                                 wasserstein_threshold=self.wasserstein_threshold, psi_threshold=self.psi_threshold,
+                                 fdr=self.fdr, min_count=self.min_count)
+
+    def multivariate_policy(self) -> dict:
+        return {"multivariate": self.multivariate, "multivariate_threshold": self.multivariate_threshold,
+                "multivariate_alpha": self.multivariate_alpha, "multivariate_sample": self.multivariate_sample}
 
 
 def drift_policy_merge(*, current: Mapping | None, changes: Mapping | None) -> dict:

@@ -16,10 +16,12 @@ from monitoring.models import (
     DriftAlert,
     DriftReport,
     Profile,
+    ProfileSample,
     ProfileSource,
     Reference,
     ReferenceKind,
     ReferenceProfile,
+    ReferenceSample,
     WebhookAttempt,
     WebhookDelivery,
 )
@@ -58,6 +60,45 @@ def window_histograms(*, project_id: int, start: datetime, end: datetime) -> Win
         if source == ProfileSource.PREDICTION and name == "label":
             count += n  # every prediction has a label
     return WindowHistograms(count=count, fields={key: stats.sparse_sum(parts) for key, parts in blobs.items()})
+
+
+def sample_decode(row: ProfileSample) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.frombuffer(bytes(row.keys), dtype=np.float64)
+    rows = np.frombuffer(bytes(row.rows), dtype=np.float32).reshape(len(keys), len(row.names))
+    return keys, rows
+
+
+def reference_sample_rows(sample: ReferenceSample) -> np.ndarray:
+    return np.frombuffer(bytes(sample.rows), dtype=np.float32).reshape(-1, len(sample.names))
+
+
+def sample_align(rows: np.ndarray, names: list[str], wanted: list[str]) -> np.ndarray:
+    """Rows with their columns put in `wanted` order; a feature they lack is missing."""
+    if list(names) == list(wanted):
+        return rows
+    out = np.full((len(rows), len(wanted)), np.nan, dtype=np.float32)
+    position = {name: i for i, name in enumerate(names)}
+    for j, name in enumerate(wanted):
+        if name in position:
+            out[:, j] = rows[:, position[name]]
+    return out
+
+
+def window_sample(*, project_id: int, start: datetime, end: datetime, names: list[str],
+                  limit: int) -> np.ndarray:
+    """A uniform random sample of at most `limit` of the window's predictions (numeric
+    features in `names` order): the rows with the smallest random keys among its hours'
+    samples. Exact while no hour holds more than its share of the sample (HOUR_SAMPLE
+    rows each, see services)."""
+    keys, rows = [], []
+    for row in ProfileSample.objects.filter(project_id=project_id, hour__gte=start, hour__lt=end):
+        hour_keys, hour_rows = sample_decode(row)
+        keys.append(hour_keys)
+        rows.append(sample_align(hour_rows, row.names, names))
+    if not keys:
+        return np.empty((0, len(names)), dtype=np.float32)
+    keys, rows = np.concatenate(keys), np.concatenate(rows)
+    return rows[np.argsort(keys, kind="stable")[:limit]]
 
 
 def reference_histograms(*, reference: Reference) -> dict[tuple[str, str], np.ndarray]:
@@ -118,24 +159,30 @@ def alert_open(*, project) -> DriftAlert | None:
 
 
 def drift_history(*, project, days: int = 7, limit: int = 500) -> dict:
-    """PSI per field per check over the last days, oldest first, for the line chart. A check
+    """Each field's effect size over its threshold (1: where it would drift; fields judged
+    by different statistics share one scale) per check over the last days, oldest first,
+    for the line chart. A check
     is placed at the end of the window it judged, not when it ran: a check run late (or a
     backfill) still shows when the data drifted."""
     since = timezone.now() - timedelta(days=days)
     reports = list(
         DriftReport.objects.filter(project=project, window_end__gte=since)
-        .order_by("-window_end", "-id").values("id", "window_end", "features", "prediction", "confidence")[:limit]
+        .order_by("-window_end", "-id").values("id", "window_end", "features", "prediction", "confidence",
+                                               "multivariate")[:limit]
     )[::-1]
     series: dict[str, list] = {}
     drifted: dict[str, list[bool]] = {}
     for i, report in enumerate(reports):
         results = [*report["features"], report["prediction"], *([report["confidence"]] if report["confidence"] else [])]
-        for result in results:
+        for result in results + ([report["multivariate"]] if report["multivariate"] else []):
             name = result["name"]
             if name not in series:
                 series[name] = [None] * len(reports)
                 drifted[name] = [False] * len(reports)
-            series[name][i] = result["value"]
+            value, threshold = result["value"], result["threshold"]
+            if result.get("type") == "multivariate" and value is not None:
+                value = abs(value - 1)  # a ratio of errors: 1 is no change
+            series[name][i] = value / threshold if value is not None and threshold else None
             drifted[name][i] = bool(result["drifted"])
     return {"times": [r["window_end"].isoformat() for r in reports], "series": series, "drifted": drifted,
             "report_ids": [r["id"] for r in reports]}

@@ -7,18 +7,36 @@ from rest_framework import serializers
 
 from common import url_safety
 from common.serializers import PolicySerializer
+from monitoring import stats
 from monitoring.policy import SECRET_MASK
 
 MAX_WINDOW = timedelta(days=400)
 
 
 class DriftPolicySerializer(PolicySerializer):
+    numeric_statistic = serializers.ChoiceField(
+        choices=[stats.WASSERSTEIN, stats.PSI], required=False,
+        help_text="Effect size of numeric fields: wasserstein (in reference standard deviations) or psi.")
+    wasserstein_threshold = serializers.FloatField(
+        min_value=0.001, max_value=10, required=False,
+        help_text="Wasserstein distance, in reference standard deviations, a numeric field must reach.")
     psi_threshold = serializers.FloatField(min_value=0.001, max_value=10, required=False,
                                            help_text="PSI a field must reach to count as a practical shift.")
     fdr = serializers.FloatField(min_value=0.0001, max_value=0.5, required=False,
                                  help_text="Benjamini-Hochberg false discovery rate across the fields of a check.")
     numeric_bins = serializers.IntegerField(min_value=2, max_value=50, required=False,
                                             help_text="Quantile bins a numeric reference is cut into.")
+    multivariate = serializers.BooleanField(required=False,
+                                            help_text="Judge joint drift of the numeric features too.")
+    multivariate_threshold = serializers.FloatField(
+        min_value=0.001, max_value=10, required=False,
+        help_text="Relative change in mean PCA reconstruction error that counts as joint drift.")
+    multivariate_alpha = serializers.FloatField(
+        min_value=0.0001, max_value=0.2, required=False,
+        help_text="Mann-Whitney level of the joint test: its false alarm rate on unchanged data.")
+    multivariate_sample = serializers.IntegerField(
+        min_value=500, max_value=20_000, required=False,
+        help_text="Random rows of the window the joint statistic uses (the reference keeps 10,000).")
     min_count = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False,
                                          help_text="Fields with fewer values in the window are not judged.")
     schedule = serializers.BooleanField(required=False, help_text="Run checks on the beat schedule.")
@@ -89,12 +107,13 @@ class WindowOutputSerializer(serializers.Serializer):
 class FieldResultSerializer(serializers.Serializer):
     name = serializers.CharField()
     type = serializers.ChoiceField(choices=["numeric", "categorical"])
-    statistic = serializers.CharField(help_text="The effect size judged: psi.")
+    statistic = serializers.CharField(help_text="The effect size judged: wasserstein (in reference standard "
+                                                "deviations) or psi.")
     value = serializers.FloatField(allow_null=True)
     p_value = serializers.FloatField(allow_null=True, help_text="Of the test named in `test`, before correction.")
     p_value_adjusted = serializers.FloatField(allow_null=True, help_text="Benjamini-Hochberg adjusted.")
     test = serializers.ChoiceField(choices=["ks", "chi2"])
-    threshold = serializers.FloatField(allow_null=True, help_text="PSI needed: the practical threshold, or "
+    threshold = serializers.FloatField(allow_null=True, help_text="Effect needed: the practical threshold, or "
                                                                   "the chance level for these sample sizes.")
     drifted = serializers.BooleanField()
     reason = serializers.CharField(help_text="drifted, below_threshold, not_significant, too_few, not_in_reference.")
@@ -103,6 +122,23 @@ class FieldResultSerializer(serializers.Serializer):
     statistics = serializers.DictField(child=serializers.FloatField(allow_null=True),
                                        help_text="psi, js_distance, chi2, chi2_p, ks, ks_p, wasserstein_normalized.")
     histogram = serializers.DictField(help_text="bins (labels), reference and current counts.")
+
+
+class MultivariateResultSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Always multivariate.")
+    type = serializers.CharField(help_text="Always multivariate.")
+    statistic = serializers.CharField(help_text="pca_reconstruction_error.")
+    value = serializers.FloatField(allow_null=True,
+                                   help_text="The window's mean reconstruction error over the reference's (1: same).")
+    threshold = serializers.FloatField(help_text="How far from 1 the value must be.")
+    p_value = serializers.FloatField(allow_null=True, help_text="Mann-Whitney, window vs held-out reference rows.")
+    drifted = serializers.BooleanField()
+    reason = serializers.CharField(help_text="drifted, below_threshold, not_significant, too_few, "
+                                             "too_few_features.")
+    features = serializers.ListField(child=serializers.CharField(), help_text="The numeric features it used.")
+    reference_rows = serializers.IntegerField()
+    current_rows = serializers.IntegerField()
+    components = serializers.IntegerField(help_text="Principal components kept.")
 
 
 class ReportSerializer(serializers.Serializer):
@@ -115,6 +151,8 @@ class ReportSerializer(serializers.Serializer):
     features = FieldResultSerializer(many=True)
     prediction = FieldResultSerializer()
     confidence = FieldResultSerializer(allow_null=True)
+    multivariate = MultivariateResultSerializer(allow_null=True, help_text="Joint drift; null when the policy "
+                                                                          "turns it off.")
     alerted = serializers.SerializerMethodField(help_text="This report raised an alert (a webhook, a log event).")
     alert_id = serializers.IntegerField(allow_null=True)
     duration_ms = serializers.FloatField()

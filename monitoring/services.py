@@ -28,10 +28,12 @@ from monitoring.models import (
     DriftReport,
     DriftState,
     Profile,
+    ProfileSample,
     ProfileSource,
     Reference,
     ReferenceKind,
     ReferenceProfile,
+    ReferenceSample,
     WebhookAttempt,
     WebhookDelivery,
 )
@@ -189,6 +191,54 @@ def _field_values(field: Field, observations: Observations) -> Sequence | None:
     return observations.features.get(field.name)
 
 
+# --- Samples of rows, for joint drift ------------------------------------------------------------
+
+# Rows an hour keeps (a window's sample is drawn from its hours' samples, see
+# selectors.window_sample), and rows a reference keeps: twice a check's default sample,
+# since a check fits on half of them and compares the window with the other half.
+HOUR_SAMPLE = 1_000
+REFERENCE_SAMPLE = 10_000
+_sample_random = np.random.default_rng()
+
+
+def numeric_features(schema: Sequence[Mapping]) -> list[str]:
+    return [feature["name"] for feature in schema if feature["type"] != "categorical"]
+
+
+def feature_matrix(observations: Observations, names: Sequence[str]) -> np.ndarray:
+    """The numeric features as rows x features, float32, missing values NaN."""
+    n = len(observations)
+    columns = [_floats(observations.features.get(name) or [None] * n) for name in names]
+    return np.column_stack(columns).astype(np.float32) if columns else np.empty((n, 0), dtype=np.float32)
+
+
+def _samples_add(*, project_id: int, names: list[str], matrix: np.ndarray, hour_of: np.ndarray,
+                 hours: list[datetime]) -> None:
+    keys = _sample_random.random(len(matrix))
+    existing = {row.hour: row for row in ProfileSample.objects.filter(project_id=project_id, hour__in=hours)}
+    created, updated = [], []
+    for number, hour in enumerate(hours):
+        mine = hour_of == number
+        hour_keys, hour_rows, seen = keys[mine], matrix[mine], int(mine.sum())
+        row = existing.get(hour)
+        if row is not None:
+            old_keys, old_rows = selectors.sample_decode(row)
+            hour_keys = np.concatenate([old_keys, hour_keys])
+            hour_rows = np.concatenate([selectors.sample_align(old_rows, row.names, names), hour_rows])
+            seen += row.seen
+        keep = np.argsort(hour_keys, kind="stable")[:HOUR_SAMPLE]
+        values = {"names": names, "seen": seen, "keys": hour_keys[keep].astype(np.float64).tobytes(),
+                  "rows": np.ascontiguousarray(hour_rows[keep], dtype=np.float32).tobytes()}
+        if row is None:
+            created.append(ProfileSample(project_id=project_id, hour=hour, **values))
+        else:
+            for name, value in values.items():
+                setattr(row, name, value)
+            updated.append(row)
+    ProfileSample.objects.bulk_create(created, batch_size=500)
+    ProfileSample.objects.bulk_update(updated, ["names", "seen", "keys", "rows"], batch_size=500)
+
+
 # --- Profiles ------------------------------------------------------------------------------------
 
 
@@ -246,6 +296,10 @@ def profiles_add(*, state: DriftState, schema: Sequence[Mapping], labels: Sequen
                 updated.append(row)
     Profile.objects.bulk_create(created, batch_size=1000)
     Profile.objects.bulk_update(updated, ["count", "bins"], batch_size=1000)
+    names = numeric_features(schema)
+    if len(names) >= 2:
+        _samples_add(project_id=state.project_id, names=names, matrix=feature_matrix(observations, names),
+                     hour_of=hour_of, hours=hours)
     return n
 
 
@@ -253,6 +307,7 @@ def profiles_clear(*, state: DriftState) -> int:
     """Forget a project's profiles (the rebuild command counts them again, in the same
     transaction). The grids stay: references are counted on them."""
     deleted, _ = Profile.objects.filter(project_id=state.project_id).delete()
+    ProfileSample.objects.filter(project_id=state.project_id).delete()
     return deleted
 
 
@@ -261,7 +316,7 @@ def profiles_clear(*, state: DriftState) -> int:
 
 def _reference_store(*, project, kind: str, histograms: Mapping[tuple[str, str], np.ndarray], count: int,
                      actor, window_start=None, window_end=None, dataset_version=None, model_version: str = "",
-                     note: str = "") -> Reference:
+                     note: str = "", sample: tuple[list[str], np.ndarray] | None = None) -> Reference:
     Reference.objects.filter(project=project, is_current=True).update(is_current=False)
     reference = Reference.objects.create(
         project=project, kind=kind, window_start=window_start, window_end=window_end,
@@ -274,6 +329,9 @@ def _reference_store(*, project, kind: str, histograms: Mapping[tuple[str, str],
                          bins=stats.sparse_encode(counts))
         for (source, name), counts in histograms.items() if counts.sum() > 0
     )
+    if sample is not None and len(sample[1]):
+        ReferenceSample.objects.create(reference=reference, names=sample[0],
+                                       rows=np.ascontiguousarray(sample[1], dtype=np.float32).tobytes())
     details = {"kind": kind, "count": count, "reference_id": reference.pk}
     if window_start is not None:
         details.update(start=window_start.isoformat(), end=window_end.isoformat())
@@ -299,8 +357,12 @@ def reference_set_window(*, project, start: datetime, end: datetime, actor=None,
             raise DomainError("reference_empty",
                               f"No predictions were made between {start.isoformat()} and {end.isoformat()}; "
                               "choose a window with predictions.", status_code=409)
+        names = numeric_features(project.features)
+        sample = (names, selectors.window_sample(project_id=project.pk, start=start, end=end, names=names,
+                                                 limit=REFERENCE_SAMPLE))
         return _reference_store(project=project, kind=ReferenceKind.WINDOW, histograms=window.fields,
-                                count=window.count, actor=actor, window_start=start, window_end=end, note=note)
+                                count=window.count, actor=actor, window_start=start, window_end=end, note=note,
+                                sample=sample)
 
 
 def reference_set_from_data(*, project, observations: Observations, actor=None, dataset_version: int | None = None,
@@ -321,9 +383,13 @@ def reference_set_from_data(*, project, observations: Observations, actor=None, 
             if values is not None:
                 histograms[(field.source, field.name)] = stats.histogram(field.index(values), field.size)
         kind = ReferenceKind.TRAINING_DATA if dataset_version is None else ReferenceKind.DATASET_VERSION
+        names = numeric_features(project.features)
+        rows = feature_matrix(observations, names)
+        if len(rows) > REFERENCE_SAMPLE:
+            rows = rows[np.sort(_sample_random.choice(len(rows), REFERENCE_SAMPLE, replace=False))]
         return _reference_store(project=project, kind=kind, histograms=histograms, count=len(observations),
                                 actor=actor, dataset_version=dataset_version, model_version=model_version,
-                                note=note)
+                                note=note, sample=(names, rows))
 
 
 # --- Checks ----------------------------------------------------------------------------------------
@@ -338,10 +404,12 @@ def _finite(value):
 
 def _comparison_json(comparison: stats.Comparison) -> dict:
     return {
-        "name": comparison.name, "type": comparison.type, "statistic": "psi", "value": _finite(comparison.psi),
+        "name": comparison.name, "type": comparison.type, "statistic": comparison.statistic,
+        "value": _finite(comparison.value),
         "p_value": _finite(comparison.p_value), "p_value_adjusted": _finite(comparison.p_value_adjusted),
         "test": comparison.test, "threshold": _finite(comparison.threshold), "drifted": comparison.drifted,
-        "reason": comparison.reason, "count": comparison.count, "reference_count": comparison.reference_count,
+        "reason": "missing_share" if comparison.drifted and comparison.extra.get("missing_shifted")
+        else comparison.reason, "count": comparison.count, "reference_count": comparison.reference_count,
         "statistics": {
             "psi": _finite(comparison.psi), "js_distance": _finite(comparison.js), "chi2": _finite(comparison.chi2),
             "chi2_p": _finite(comparison.chi2_p), "ks": _finite(comparison.ks), "ks_p": _finite(comparison.ks_p),
@@ -407,7 +475,8 @@ def drift_check_run(*, project, start: datetime | None = None, end: datetime | N
     stats.judge(comparisons, policy.judge_policy())
     results = [_comparison_json(c) for c in comparisons]
     feature_results, label_result, confidence_result = results[:-2], results[-2], results[-1]
-    drifted = any(r["drifted"] for r in results)
+    multivariate = _multivariate(project=project, reference=reference, start=start, end=end, policy=policy)
+    drifted = any(r["drifted"] for r in results) or bool(multivariate and multivariate["drifted"])
 
     with transaction.atomic():
         drift_state_lock(project_id=project.pk)
@@ -416,7 +485,8 @@ def drift_check_run(*, project, start: datetime | None = None, end: datetime | N
             requested_by=actor if getattr(actor, "pk", None) else None,
             window_start=start, window_end=end, window_count=window.count, reference=reference,
             reference_info=reference_info, drifted=drifted, features=feature_results, prediction=label_result,
-            confidence=confidence_result, policy=policy.judge_policy().__dict__,
+            confidence=confidence_result, multivariate=multivariate,
+            policy={**policy.judge_policy().__dict__, **policy.multivariate_policy()},
             duration_ms=(time.perf_counter() - started) * 1000,
         )
         if end >= now - ALERT_RECENCY:
@@ -428,6 +498,29 @@ def drift_check_run(*, project, start: datetime | None = None, end: datetime | N
              drifted_fields=[r["name"] for r in results if r["drifted"]], window_count=window.count,
              duration_ms=round(report.duration_ms, 1))
     return report
+
+
+def _multivariate(*, project, reference: Reference | None, start: datetime, end: datetime,
+                  policy: DriftPolicy) -> dict | None:
+    """Joint drift of the numeric features: the window's random sample against the
+    reference's (or the preceding week's). None when the policy turns it off."""
+    if not policy.multivariate:
+        return None
+    names = numeric_features(project.features)
+    if reference is not None:
+        stored = ReferenceSample.objects.filter(reference=reference).first()
+        reference_rows = (selectors.sample_align(selectors.reference_sample_rows(stored), stored.names, names)
+                          if stored is not None else np.empty((0, len(names))))
+    else:
+        reference_rows = selectors.window_sample(project_id=project.pk, start=start - PRECEDING_WINDOW, end=start,
+                                                 names=names, limit=2 * policy.multivariate_sample)
+    current_rows = selectors.window_sample(project_id=project.pk, start=start, end=end, names=names,
+                                           limit=policy.multivariate_sample)
+    result = stats.multivariate_pca(reference_rows.astype(float), current_rows.astype(float), names,
+                                    threshold=policy.multivariate_threshold, alpha=policy.multivariate_alpha)
+    out = result.as_dict()
+    out["value"], out["p_value"] = _finite(out["value"]), _finite(out["p_value"])
+    return out
 
 
 def drift_checks_run_due(*, now: datetime | None = None) -> list[int]:
@@ -456,7 +549,8 @@ def drift_checks_run_due(*, now: datetime | None = None) -> list[int]:
 
 
 def _drifted_fields(report: DriftReport) -> list[dict]:
-    return [r for r in [*report.features, report.prediction, report.confidence or {}] if r.get("drifted")]
+    return [r for r in [*report.features, report.prediction, report.confidence or {}, report.multivariate or {}]
+            if r.get("drifted")]
 
 
 def _alert_settle(*, project, report: DriftReport, policy: DriftPolicy, now: datetime) -> DriftAlert | None:

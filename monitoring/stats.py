@@ -10,17 +10,23 @@ How a feature is judged (docs/concepts.md, "How drift is judged"):
   everything it saw, and one for missing values), or its categories (plus "unseen").
   Both histograms are merged from the fine grid into those bins, so changing the
   reference needs no rebuild.
-- The effect size is PSI on those bins. Its threshold is the practical one (0.1 by
-  default) or, when larger, the PSI that chance alone reaches in 1% of windows of this
-  size against a reference of this size: PSI is about (1/n + 1/m) times a chi-squared
-  variable with k - 1 degrees of freedom when nothing changed. Small windows thus need a
-  large shift; huge windows still need a practical one.
+- The effect size of a numeric field is the Wasserstein distance in standard deviations
+  of the reference (0.1 by default: a tenth of a spread), which grows in proportion to a
+  shift; PSI on those bins grows with its square, so a 0.2 sd shift has PSI ~0.04 and
+  passes unseen under PSI's usual 0.1. Categories (and, by policy, numeric fields too)
+  use PSI. Either threshold is the practical one or, when larger, what chance alone
+  reaches in 1% of windows of this size against a reference of this size: PSI is about
+  (1/n + 1/m) times a chi-squared variable with k - 1 degrees of freedom when nothing
+  changed; sqrt(nm / (n + m)) times the Wasserstein distance tends to the integral of a
+  Brownian bridge's absolute value along the reference's CDF, simulated once per check.
+  Small windows thus need a large shift; huge windows still need a practical one.
 - Significance is a two-sample test (Kolmogorov-Smirnov on the fine grid for numeric
   features, chi-squared for categories), with Benjamini-Hochberg across the features of
   the check.
 - A feature drifts when both hold.
 """
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -396,6 +402,65 @@ def wasserstein_binned(reference: np.ndarray, current: np.ndarray, edges: np.nda
     return distance / spread
 
 
+# The chance level of the normalized Wasserstein distance comes from its limit under no
+# change: sqrt(n m / (n + m)) W -> integral of |B(F(x))| dx, B a Brownian bridge, F the
+# reference CDF. Simulated on at most this many groups of the reference's bins, this
+# many times, with a fixed seed so one check gives one threshold.
+WASSERSTEIN_NULL_GROUPS = 500
+WASSERSTEIN_NULL_REPLICATES = 1000
+WASSERSTEIN_NULL_SEED = 20260
+
+
+@functools.cache
+def _standard_normals() -> np.ndarray:
+    # Drawn once: the seed is fixed, so every call would draw the same numbers anyway.
+    rng = np.random.default_rng(WASSERSTEIN_NULL_SEED)
+    return rng.standard_normal((WASSERSTEIN_NULL_REPLICATES, WASSERSTEIN_NULL_GROUPS + 1), dtype=np.float32)
+
+
+def wasserstein_null(reference: np.ndarray, edges: np.ndarray) -> np.ndarray | None:
+    """Draws of the limit of sqrt(n m / (n + m)) times the normalized Wasserstein distance
+    between two samples of the reference's distribution (missing values left out). Its
+    quantile times sqrt(1/n + 1/m) is what chance alone reaches for sizes n and m: the
+    shape of the distribution (tails, gaps, discreteness) is in it, the sizes are not.
+    None when the reference does not vary."""
+    r = reference[1:].astype(float)
+    if r.sum() == 0:
+        return None
+    positions = bin_positions(edges)
+    used = np.flatnonzero(r > 0)
+    lo, hi = used[0], used[-1]
+    r, positions = r[lo:hi + 1], positions[lo:hi + 1]
+    q = r / r.sum()
+    mean = float(np.sum(q * positions))
+    spread = float(math.sqrt(max(0.0, np.sum(q * (positions - mean) ** 2))))
+    if spread == 0 or r.size < 2:
+        return None
+    cdf = np.cumsum(q)[:-1]  # at the gaps between consecutive bins; the last is 1
+    gaps = np.diff(positions) / spread
+    # Group consecutive gaps by the reference's quantiles: the bridge barely moves within
+    # a group, and the simulation's cost stays fixed however fine the grid.
+    group = np.minimum((cdf * WASSERSTEIN_NULL_GROUPS).astype(np.intp), WASSERSTEIN_NULL_GROUPS - 1)
+    widths = np.bincount(group, weights=gaps, minlength=WASSERSTEIN_NULL_GROUPS)
+    at = np.bincount(group, weights=cdf * gaps, minlength=WASSERSTEIN_NULL_GROUPS)
+    keep = widths > 0
+    widths, at = widths[keep], at[keep] / widths[keep]  # a group's CDF, weighted by its width
+    steps = np.diff(np.concatenate([[0.0], at, [1.0]]))
+    scale = np.sqrt(np.maximum(steps, 0.0)).astype(np.float32)
+    walk = np.cumsum(scale * _standard_normals()[:, :steps.size], axis=1)
+    bridge = walk[:, :-1] - at.astype(np.float32) * walk[:, -1:]
+    return (np.abs(bridge) @ widths.astype(np.float32)).astype(float)
+
+
+def wasserstein_noise_threshold(null: np.ndarray | None, reference_count: int, current_count: int,
+                                quantile: float = 0.99) -> float:
+    """The normalized Wasserstein distance two samples of the reference's distribution
+    exceed only with probability 1 - quantile, for these sample sizes."""
+    if null is None or reference_count == 0 or current_count == 0:
+        return math.inf
+    return float(np.quantile(null, quantile) * math.sqrt(1 / reference_count + 1 / current_count))
+
+
 def share_test(reference_hits: int, reference_total: int, current_hits: int, current_total: int) -> float:
     """p-value of the chi-squared test that a share (e.g. of missing values) is the same."""
     if reference_total == 0 or current_total == 0 or reference_hits + current_hits == 0:
@@ -444,7 +509,11 @@ class Comparison:
     ks_p: float | None = None
     wasserstein: float | None = None
     bins: int = 0  # coarse bins with values on either side
-    # Filled by judge():
+    # Numeric fields: draws of the Wasserstein distance's limit under no change.
+    wasserstein_null: np.ndarray | None = field(default=None, repr=False)
+    # Filled by judge(): the effect size the verdict used (wasserstein or psi) and its value.
+    statistic: str = "psi"
+    value: float | None = None
     threshold: float | None = None
     p_value_adjusted: float | None = None
     drifted: bool = False
@@ -466,11 +535,14 @@ def compare_numeric(name: str, reference: np.ndarray, current: np.ndarray, edges
         # A change in how often the value is missing is drift too: the smaller of the two
         # p-values, Bonferroni-corrected for having looked twice.
         p_value = min(1.0, 2 * min(ks_p, share_test(int(reference[MISSING]), m, int(current[MISSING]), n)))
+    missing = {"reference_missing": int(reference[MISSING]), "current_missing": int(current[MISSING])}
     return Comparison(
         name=name, type=type_, count=n, reference_count=m, labels=coarse.labels,
         reference_hist=ref_c.tolist(), current_hist=cur_c.tolist(), psi=psi(ref_c, cur_c),
         js=js_distance(ref_c, cur_c), chi2=chi2, chi2_p=chi2_p, test="ks", p_value=p_value, ks=d, ks_p=ks_p,
         wasserstein=wasserstein_binned(reference, current, edges), bins=int(((ref_c > 0) | (cur_c > 0)).sum()),
+        wasserstein_null=wasserstein_null(reference, edges),
+        extra=missing if reference[MISSING] or current[MISSING] else {},
     )
 
 
@@ -489,18 +561,53 @@ def compare_categorical(name: str, reference: np.ndarray, current: np.ndarray, c
     )
 
 
+WASSERSTEIN, PSI = "wasserstein", "psi"
+
+
 @dataclass(frozen=True)
 class JudgePolicy:
+    # The effect size numeric fields are judged by: the Wasserstein distance in reference
+    # standard deviations (grows in proportion to a shift), or PSI (grows with its square).
+    numeric_statistic: str = WASSERSTEIN
+    wasserstein_threshold: float = 0.1
     psi_threshold: float = 0.1
     fdr: float = 0.05
     noise_quantile: float = 0.99
     min_count: int = 30
 
 
+def _effect(comparison: Comparison, policy: JudgePolicy) -> tuple[str, float, float]:
+    """(statistic, value, threshold) of the effect a field is judged by: the practical
+    threshold, or, when larger, what chance alone reaches in 1% of windows this size."""
+    m, n = comparison.reference_count, comparison.count
+    if (comparison.type == "numeric" and policy.numeric_statistic == WASSERSTEIN
+            and comparison.wasserstein is not None and comparison.wasserstein_null is not None):
+        floor = wasserstein_noise_threshold(comparison.wasserstein_null, m, n, policy.noise_quantile)
+        return WASSERSTEIN, comparison.wasserstein, max(policy.wasserstein_threshold, floor)
+    # Categories, a reference that does not vary, or the policy's choice.
+    floor = psi_noise_threshold(m, n, comparison.bins, policy.noise_quantile)
+    return PSI, comparison.psi, max(policy.psi_threshold, floor)
+
+
+def _missing_shifted(comparison: Comparison, policy: JudgePolicy) -> bool:
+    """Whether the share of missing values moved by a practical amount: the Wasserstein
+    distance sees only the values present, so a field that goes missing half the time is
+    caught here (PSI over missing / present, against the PSI threshold and its floor)."""
+    reference_missing = comparison.extra.get("reference_missing", 0)
+    current_missing = comparison.extra.get("current_missing", 0)
+    if not (reference_missing or current_missing):
+        return False
+    r = np.array([reference_missing, comparison.reference_count - reference_missing])
+    c = np.array([current_missing, comparison.count - current_missing])
+    floor = psi_noise_threshold(comparison.reference_count, comparison.count, 2, policy.noise_quantile)
+    return psi(r, c) > max(policy.psi_threshold, floor)
+
+
 def judge(comparisons: Sequence[Comparison], policy: JudgePolicy = JudgePolicy()) -> list[Comparison]:
-    """Fill each comparison's threshold, adjusted p-value and verdict. A field drifts when
-    its PSI passes max(practical threshold, chance level for these sizes) and its test is
-    significant after Benjamini-Hochberg across the fields judged together."""
+    """Fill each comparison's effect size, threshold, adjusted p-value and verdict. A field
+    drifts when its effect size passes max(practical threshold, chance level for these
+    sizes) and its test is significant after Benjamini-Hochberg across the fields judged
+    together."""
     judged = []
     for comparison in comparisons:
         if comparison.reference_count == 0:
@@ -509,18 +616,126 @@ def judge(comparisons: Sequence[Comparison], policy: JudgePolicy = JudgePolicy()
             comparison.reason = "too_few"
         else:
             judged.append(comparison)
-        comparison.threshold = max(
-            policy.psi_threshold,
-            psi_noise_threshold(comparison.reference_count, comparison.count, comparison.bins,
-                                policy.noise_quantile),
-        ) if comparison.count and comparison.reference_count else None
+        if comparison.count and comparison.reference_count:
+            comparison.statistic, comparison.value, comparison.threshold = _effect(comparison, policy)
+        else:
+            comparison.statistic = WASSERSTEIN if (comparison.type == "numeric"
+                                                   and policy.numeric_statistic == WASSERSTEIN) else PSI
+            comparison.value = comparison.wasserstein if comparison.statistic == WASSERSTEIN else comparison.psi
+            comparison.threshold = None
         comparison.drifted = False
     adjusted = benjamini_hochberg([c.p_value for c in judged])
     for comparison, p_adjusted in zip(judged, adjusted, strict=True):
         comparison.p_value_adjusted = float(p_adjusted)
-        large = comparison.psi > comparison.threshold
+        large = comparison.value > comparison.threshold
+        if not large and comparison.statistic == WASSERSTEIN and _missing_shifted(comparison, policy):
+            large = True
+            comparison.extra["missing_shifted"] = True
         significant = p_adjusted <= policy.fdr
         comparison.drifted = bool(large and significant)
         comparison.reason = "drifted" if comparison.drifted else (
             "not_significant" if large else "below_threshold")
     return list(comparisons)
+
+
+# --- Multivariate drift ----------------------------------------------------------------------------
+
+# Why PCA reconstruction error and not a domain classifier: on the same samples both find a
+# correlation that flips, but the classifier needs cross-validated fits (seconds where
+# this takes tens of milliseconds, measured in bench/drift.py) and gives no per-row score
+# without a model to keep; the reconstruction error is one fit, one number per row, and
+# rank-testable against held-out reference rows. docs/concepts.md, "Joint drift".
+PCA_VARIANCE = 0.65  # share of the reference's variance the kept components explain
+MULTIVARIATE_STATISTIC = "pca_reconstruction_error"
+
+
+@dataclass
+class Multivariate:
+    """One joint statistic over the numeric features of a check."""
+
+    statistic: str
+    value: float | None  # mean reconstruction error of the window over the reference's
+    threshold: float  # |value - 1| a change must reach
+    p_value: float | None
+    drifted: bool
+    reason: str
+    features: list[str]
+    reference_rows: int
+    current_rows: int
+    components: int = 0
+    # Per current row: its reconstruction error over the reference's median (not stored).
+    row_scores: np.ndarray | None = field(default=None, repr=False)
+
+    def as_dict(self) -> dict:
+        return {"name": "multivariate", "type": "multivariate", "statistic": self.statistic,
+                "value": self.value, "threshold": self.threshold, "p_value": self.p_value,
+                "drifted": self.drifted, "reason": self.reason, "features": self.features,
+                "reference_rows": self.reference_rows, "current_rows": self.current_rows,
+                "components": self.components}
+
+
+def multivariate_pca(reference: np.ndarray, current: np.ndarray, features: Sequence[str], *,
+                     threshold: float = 0.1, alpha: float = 0.01, min_rows: int = 200,
+                     seed: int = 0) -> Multivariate:
+    """Joint drift of numeric features, rows x features, missing values as NaN.
+
+    Each sample's features are mapped to normal scores through that sample's own quantiles
+    (tails, units and marginal shifts drop out: only how features move together is left,
+    the copula); PCA on
+    half the reference keeps the components that explain PCA_VARIANCE of its variance;
+    each row's error is its squared distance from its reconstruction. The window drifts
+    when its mean error differs from the other half of the reference's by more than
+    `threshold` (relative) and a Mann-Whitney test of the two sets of errors is significant
+    at `alpha`: the held-out half was never fitted, so under no change the two are samples
+    of one distribution and false alarms stay at `alpha`."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import QuantileTransformer
+
+    features = list(features)
+    out = Multivariate(MULTIVARIATE_STATISTIC, None, threshold, None, False, "too_few", features,
+                       len(reference), len(current))
+    if len(features) < 2:
+        out.reason = "too_few_features"
+        return out
+    if len(reference) < 2 * min_rows or len(current) < min_rows:
+        return out
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(reference))
+    fit, held_out = reference[order[: len(order) // 2]], reference[order[len(order) // 2:]]
+    medians = np.nanmedian(fit, axis=0)
+    varying = np.isfinite(medians) & (np.nanstd(fit, axis=0) > 0)
+    if varying.sum() < 2:
+        out.reason = "too_few_features"
+        return out
+
+    def filled(rows: np.ndarray) -> np.ndarray:
+        rows = rows[:, varying]
+        return np.where(np.isnan(rows), medians[varying], rows)
+
+    def normal_scores(rows: np.ndarray) -> np.ndarray:
+        # Each sample through its own quantiles: every marginal becomes N(0, 1) whatever it
+        # was, so a shifted feature (judged on its own above) does not count twice here
+        # and only how the features move together is left.
+        rows = filled(rows)
+        return QuantileTransformer(n_quantiles=min(200, len(rows)), output_distribution="normal",
+                                   subsample=len(rows), random_state=seed).fit_transform(rows)
+
+    pca = PCA(n_components=PCA_VARIANCE, svd_solver="covariance_eigh").fit(normal_scores(fit))
+
+    def errors(rows: np.ndarray) -> np.ndarray:
+        z = normal_scores(rows)
+        return np.sum((z - pca.inverse_transform(pca.transform(z))) ** 2, axis=1)
+
+    reference_errors, current_errors = errors(held_out), errors(current)
+    base = float(np.mean(reference_errors))
+    out.components = int(pca.n_components_)
+    out.features = [name for name, keep in zip(features, varying, strict=True) if keep]
+    out.value = float(np.mean(current_errors) / base) if base > 0 else None
+    out.p_value = float(scipy_stats.mannwhitneyu(current_errors, reference_errors).pvalue)
+    large = out.value is not None and abs(out.value - 1) > threshold
+    significant = out.p_value <= alpha
+    out.drifted = bool(large and significant)
+    out.reason = "drifted" if out.drifted else ("not_significant" if large else "below_threshold")
+    median = float(np.median(reference_errors))
+    out.row_scores = current_errors / median if median > 0 else None
+    return out

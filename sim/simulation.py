@@ -75,6 +75,9 @@ class RoundResult:
     champion: str
     promoted: bool
     shifted: bool
+    # The last day's accuracy from confidence alone (calibrated on the audit labels), with
+    # its interval and whether the audit agrees; None under 30 audit labels.
+    label_free: dict | None = None
 
 
 @dataclass
@@ -245,12 +248,12 @@ class Simulation:
         self.progress(f"round {number}: drift")
         promoted = self._train()
         self.progress(f"round {number}: training")
-        estimate = self._estimate(served)
+        estimate, label_free = self._estimate(served)
         return RoundResult(
             round=number, labels=self.labels_spent, true_accuracy=self.true_accuracy(shifted),
             estimate=estimate.get("accuracy"), low=estimate.get("low"), high=estimate.get("high"),
             drifted=report["drifted"], drifted_fields=sum(1 for f in report["features"] if f["drifted"]),
-            champion=self.champion_name, promoted=promoted, shifted=shifted,
+            champion=self.champion_name, promoted=promoted, shifted=shifted, label_free=label_free,
         )
 
     def run(self) -> SimulationResult:
@@ -341,11 +344,11 @@ class Simulation:
             return float(np.sum(right * self.digits.mix_probabilities(test, config)))
         return float(np.mean(right))
 
-    def _estimate(self, version: str) -> dict:
+    def _estimate(self, version: str) -> tuple[dict, dict | None]:
         for entry in self.ops.stats(self.slug)["accuracy"]:
             if entry["model_version"] == version:
-                return entry["accuracy"]
-        return {}
+                return entry["accuracy"], entry.get("estimated_accuracy")
+        return {}, None
 
 
 def labels_to_reach(result: SimulationResult, accuracy: float) -> int | None:

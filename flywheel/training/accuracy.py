@@ -79,3 +79,53 @@ def calibration(confidence: Sequence[float], correct: Sequence[bool], bins: int 
 def _interval(members: list[int], correct: Sequence[bool]) -> dict:
     estimate = wilson(sum(1 for i in members if correct[i]), len(members))
     return {"accuracy_low": estimate.low, "accuracy_high": estimate.high}
+
+
+# --- Accuracy without labels ---------------------------------------------------------------------
+
+# Fewer audit labels than this calibrate nothing worth reporting.
+MIN_CALIBRATION_LABELS = 30
+BOOTSTRAP_FITS = 100
+CBPE_METHOD = "cbpe_isotonic"
+
+
+def label_free_accuracy(*, calibration_confidence: Sequence[float], calibration_correct: Sequence[bool],
+                        confidence: Sequence[float], audit: Estimate | None = None, seed: int = 0) -> dict | None:
+    """Accuracy estimated from the model's confidence alone (confidence-based performance
+    estimation, as NannyML's CBPE): an isotonic map from confidence to the chance of being
+    right, fitted on audit labels, averaged over the predictions to judge. It holds under
+    covariate shift (inputs move, P(right | confidence) does not) and fails under concept
+    shift, which it cannot see by itself: `audit`, the audit labels of the same
+    predictions, can. The two disagreeing beyond their intervals is reported as
+    consistent_with_audit = False.
+
+    The interval is 95%: the calibration's uncertainty (a bootstrap of the audit labels,
+    which are few) and the predictions' own Bernoulli noise, added in variance."""
+    import numpy as np
+    from sklearn.isotonic import IsotonicRegression
+
+    x = np.asarray(calibration_confidence, dtype=float)
+    y = np.asarray(calibration_correct, dtype=float)
+    target = np.asarray(confidence, dtype=float)
+    if len(x) < MIN_CALIBRATION_LABELS or len(target) == 0:
+        return None
+
+    def fitted(xs, ys):
+        return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(xs, ys)
+
+    chance = fitted(x, y).predict(target)
+    value = float(chance.mean())
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(BOOTSTRAP_FITS):
+        pick = rng.integers(0, len(x), len(x))
+        draws.append(float(fitted(x[pick], y[pick]).predict(target).mean()))
+    variance = float(np.var(draws, ddof=1)) + float(np.sum(chance * (1 - chance))) / len(target) ** 2
+    half = Z_95 * math.sqrt(variance)
+    low, high = max(0.0, value - half), min(1.0, value + half)
+    consistent = True
+    if audit is not None and audit.n:
+        consistent = audit.low <= high and low <= audit.high
+    return {"value": value, "low": low, "high": high, "method": CBPE_METHOD,
+            "consistent_with_audit": bool(consistent), "calibration_labels": int(len(x)),
+            "predictions": int(len(target))}

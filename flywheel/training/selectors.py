@@ -2,8 +2,11 @@
 version's production accuracy from the audit sample."""
 
 
+from datetime import timedelta
+
 from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.fields.json import KeyTextTransform
+from django.utils import timezone
 
 from common.errors import NotFound
 from flywheel.ingest.feedback import HUMAN_SOURCES
@@ -21,6 +24,10 @@ from flywheel.models import (
 from flywheel.training import accuracy, evaluation, live
 from labeling import selectors as labeling_selectors
 
+# The label-free estimate judges the last day's predictions, at most this many of them.
+LABEL_FREE_WINDOW = timedelta(hours=24)
+LABEL_FREE_PREDICTIONS = 50_000
+
 
 def production_accuracy(*, project: Project) -> list[dict]:
     """Per model version, how accurate it really is, estimated from the random audit sample
@@ -32,10 +39,18 @@ def production_accuracy(*, project: Project) -> list[dict]:
                .values("model_version__name").annotate(n=Count("id")))
     sample_size = {row["model_version__name"]: row["n"] for row in audited}
     rows = (Prediction.objects.filter(pk__in=list(labeled)).values_list(
-        "id", "model_version__name", "label", "confidence", "metadata").order_by("id"))
+        "id", "model_version__name", "label", "confidence", "metadata", "created_at").order_by("id"))
     by_version: dict[str, list] = {}
-    for pk, version, predicted, confidence, metadata in rows:
+    made_at: dict[str, list] = {}
+    for pk, version, predicted, confidence, metadata, created_at in rows:
         by_version.setdefault(version, []).append((labeled[pk], predicted, confidence, metadata or {}))
+        made_at.setdefault(version, []).append(created_at)
+    since = timezone.now() - LABEL_FREE_WINDOW
+    recent: dict[str, list[float]] = {}
+    for version, confidence in (Prediction.objects.filter(project=project, created_at__gte=since)
+                                .order_by("-id").values_list("model_version__name", "confidence")
+                                [:LABEL_FREE_PREDICTIONS]):
+        recent.setdefault(version, []).append(confidence)
     out = []
     for version in sorted(set(sample_size) | set(by_version)):
         items = by_version.get(version, [])
@@ -52,10 +67,27 @@ def production_accuracy(*, project: Project) -> list[dict]:
             "slices": slices,
             "calibration": accuracy.calibration([c for _, _, c, _ in items],
                                                 [p == t for p, t in zip(predicted, truth, strict=True)]),
+            "estimated_accuracy": _label_free(items, made_at.get(version, []), recent.get(version, []), since),
         })
     return out
 
 
+
+
+def _label_free(items: list, made_at: list, recent_confidence: list[float], since) -> dict | None:
+    """The last day's accuracy from confidence alone, calibrated on the audit labels of
+    predictions made before it (all of them while there are too few), and checked against
+    the audit labels of the day itself (all of them while there are none): where those
+    disagree beyond both intervals, P(right | confidence) moved, and the estimate says so."""
+    older = [item for item, moment in zip(items, made_at, strict=True) if moment < since]
+    calibrating = older if len(older) >= accuracy.MIN_CALIBRATION_LABELS else items
+    day = [item for item, moment in zip(items, made_at, strict=True) if moment >= since] or items
+    return accuracy.label_free_accuracy(
+        calibration_confidence=[c for _, _, c, _ in calibrating],
+        calibration_correct=[p == t for t, p, _, _ in calibrating],
+        confidence=recent_confidence,
+        audit=accuracy.accuracy([p for _, p, _, _ in day], [t for t, _, _, _ in day]),
+    )
 
 
 def model_versions(*, project: Project) -> list[ModelVersion]:

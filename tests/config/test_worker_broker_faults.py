@@ -1,9 +1,10 @@
 """A Celery worker, and the beat, outlive their broker going away at any moment: idle, while
 the worker holds an acks-late task, while both its processes are busy, while a task finishes
 and acknowledges, while a task publishes another, while messages stream in, during the
-reconnection itself and twice in a row; with a Redis that comes back empty and one that comes back with its data. Afterwards
-the worker runs new tasks, finishes the ones it held, and a redelivered task takes effect
-once. The moments fall at random offsets; FLYWHEEL_FAULT_SEED replays a run."""
+reconnection itself and twice in a row; with a Redis that comes back empty and one that
+comes back with its data. Afterwards the worker runs new tasks, finishes the ones it held,
+and a redelivered task takes effect once. The moments fall at random offsets;
+FLYWHEEL_FAULT_SEED replays a run."""
 
 import os
 import random

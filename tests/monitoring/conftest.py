@@ -20,13 +20,15 @@ COLORS = ["red", "green", "blue"]
 
 
 def traffic(n: int, *, seed: int, start: datetime, hours: float = 3.0, prefix: str = "p",
-            f0_shift: float = 0.0, f1_shift: float = 0.0, color_p=(0.5, 0.3, 0.2)) -> list[dict]:
-    """Predictions like an app sends them: f0 ~ N(0, 1), f1 ~ N(5, 2), color from color_p,
-    labels and confidence the same every time, made over `hours` from `start`. A shift is
-    in standard deviations of the feature."""
+            f0_shift: float = 0.0, f1_shift: float = 0.0, color_p=(0.5, 0.3, 0.2),
+            correlation: float = 0.0) -> list[dict]:
+    """Predictions like an app sends them: f0 ~ N(0, 1), f1 ~ N(5, 2) with the given
+    correlation to f0, color from color_p, labels and confidence the same every time, made
+    over `hours` from `start`. A shift is in standard deviations of the feature."""
     rng = np.random.default_rng(seed)
-    f0 = rng.normal(0 + f0_shift, 1, n)
-    f1 = rng.normal(5 + 2 * f1_shift, 2, n)
+    f0 = rng.normal(0, 1, n)
+    f1 = 5 + 2 * f1_shift + 2 * (correlation * f0 + np.sqrt(1 - correlation ** 2) * rng.normal(0, 1, n))
+    f0 = f0 + f0_shift
     colors = rng.choice(COLORS, size=n, p=color_p)
     labels = rng.choice(10, size=n, p=[0.2, 0.15, 0.15, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05])
     confidence = rng.uniform(0.72, 1.0, n)

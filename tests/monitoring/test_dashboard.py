@@ -216,6 +216,23 @@ def test_the_dashboard_shows_accuracy_calibration_and_feedback(client, app_clien
     assert feedback == {"v1 corrected (%)": [5.0], "v1 rejected (%)": [5.0]}
 
 
+def test_the_dashboard_shows_the_label_free_estimate_beside_the_audit(client, app_client, project):
+    project.routing = {**project.routing, "audit_rate": 1.0, "threshold": 1.0}
+    project.save()
+    items = [factories.prediction(i, confidence=0.6 + 0.005 * i) for i in range(60)]
+    app_client.post("/api/v1/projects/digits/predictions/", {"predictions": items}, format="json")
+    for task in Task.objects.select_related("prediction"):
+        right = int(task.prediction.external_id[2:]) % 4 != 0
+        Label.objects.create(project=project, prediction=task.prediction, source="annotation",
+                             label=task.prediction.label if right else "9")
+    login(client, Role.OPS, project)
+    html = client.get("/ops/digits/").content.decode()
+    audit = html.split('data-panel="audit"')[1].split("</section>")[0]
+    assert "last day without labels (95%)" in audit
+    # The audit's 75.0% and the label-free estimate calibrated on it, which agree.
+    assert audit.count("75.0% (") == 2 and "disagrees" not in audit
+
+
 def test_the_dashboard_lists_the_members_keys_that_expire_within_a_week(client, project, other_project):
     from accounts.services import token_issue
 

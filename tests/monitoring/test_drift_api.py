@@ -51,7 +51,8 @@ def test_a_shifted_feature_is_reported_alone_and_alerts_the_webhook_once(app_cli
         assert [f["name"] for f in report["features"] if f["drifted"]] == ["f1"]
         assert report["prediction"]["name"] == "label" and report["prediction"]["drifted"] is False
         f1 = next(f for f in report["features"] if f["name"] == "f1")
-        assert f1["statistic"] == "psi" and f1["value"] > f1["threshold"] >= 0.1
+        assert f1["statistic"] == "wasserstein" and f1["value"] > f1["threshold"] >= 0.1
+        assert f1["statistics"]["wasserstein_normalized"] == f1["value"] and f1["statistics"]["psi"] > 0
         assert f1["p_value"] < 1e-6 and f1["test"] == "ks" and f1["type"] == "numeric"
         assert report["features"][2]["name"] == "color" and report["features"][2]["test"] == "chi2"
 

@@ -195,7 +195,8 @@ def _compare(rng, n, shift, reference=None):
 
 def test_small_windows_need_a_large_shift(rng):
     noise = stats.judge([_compare(rng, 50, 0.0) for _ in range(40)])
-    assert all(c.threshold > 0.35 for c in noise)  # chance alone reaches PSI ~0.4 at n = 50
+    # Chance alone moves ~0.3 sd of mass at n = 50: the floor is there, not at 0.1.
+    assert all(c.statistic == "wasserstein" and c.threshold > 0.3 for c in noise)
     assert not any(c.drifted for c in noise)
     assert all(c.drifted for c in stats.judge([_compare(rng, 50, 2.0)]))
 
@@ -203,8 +204,59 @@ def test_small_windows_need_a_large_shift(rng):
 def test_huge_windows_need_a_practical_shift(rng):
     (tiny,) = stats.judge([_compare(rng, 1_000_000, 0.02)])
     assert tiny.p_value < 1e-3, "the shift is real and the test sees it"
-    assert tiny.threshold == 0.1 and tiny.psi < 0.1 and not tiny.drifted
+    assert tiny.threshold == 0.1 and tiny.value == pytest.approx(0.02, abs=0.005) and not tiny.drifted
     assert tiny.reason == "below_threshold"
+
+
+@pytest.mark.parametrize("n", [10_000, 200_000])
+def test_a_fifth_of_a_standard_deviation_drifts_in_big_windows_where_psi_misses_it(rng, n):
+    (shifted,) = stats.judge([_compare(rng, n, 0.2)])
+    assert shifted.drifted and shifted.statistic == "wasserstein"
+    assert shifted.value == pytest.approx(0.2, abs=0.02) and shifted.threshold == 0.1
+    assert shifted.psi < 0.1, "PSI grows with the square of a shift: about 0.04 here"
+    (by_psi,) = stats.judge([_compare(rng, n, 0.2)], stats.JudgePolicy(numeric_statistic="psi"))
+    assert by_psi.statistic == "psi" and not by_psi.drifted
+
+
+@pytest.mark.parametrize("make", [
+    lambda rng, n: rng.normal(size=n),
+    lambda rng, n: rng.lognormal(0, 1, n),
+    lambda rng, n: rng.poisson(3, n).astype(float),
+    lambda rng, n: np.where(rng.random(n) < 0.3, rng.normal(-2, 0.5, n), rng.normal(2, 1, n)),
+], ids=["normal", "lognormal", "poisson", "bimodal"])
+@pytest.mark.parametrize("n", [50, 500, 5_000])
+def test_the_wasserstein_floor_is_passed_by_chance_in_about_1_percent_of_windows(rng, make, n):
+    reference = make(rng, 50_000)
+    grid = stats.AsinhGrid.from_sample(reference[:1000])
+    ref_h = stats.histogram(grid.index(reference), grid.size)
+    floor = stats.wasserstein_noise_threshold(stats.wasserstein_null(ref_h, grid.edges()), 50_000, n)
+    draws = np.array([stats.wasserstein_binned(ref_h, stats.histogram(grid.index(make(rng, n)), grid.size),
+                                               grid.edges()) for _ in range(400)])
+    # 400 windows: 1% is 4 of them; 3% would be far out (the floor errs high, not low).
+    assert (draws > floor).mean() <= 0.03
+    assert floor < 1.5 * np.quantile(draws, 0.99), "and it is not so high that real shifts pass unseen"
+
+
+def test_the_wasserstein_floor_is_deterministic_and_shrinks_with_the_window(rng):
+    reference = rng.normal(size=20_000)
+    grid = stats.AsinhGrid.from_sample(reference[:1000])
+    ref_h = stats.histogram(grid.index(reference), grid.size)
+    null = stats.wasserstein_null(ref_h, grid.edges())
+    assert np.array_equal(null, stats.wasserstein_null(ref_h, grid.edges()))
+    floors = [stats.wasserstein_noise_threshold(null, 20_000, n) for n in (50, 500, 5_000)]
+    assert floors[0] > floors[1] > floors[2]
+    constant = np.zeros(10, dtype=np.int64)
+    constant[5] = 100
+    assert stats.wasserstein_null(constant, np.arange(8.0)) is None
+
+
+def test_a_constant_reference_is_judged_by_psi(rng):
+    reference = np.zeros(12, dtype=np.int64)
+    reference[5] = 5000
+    current = np.zeros(12, dtype=np.int64)
+    current[5], current[7] = 300, 300
+    (judged,) = stats.judge([stats.compare_numeric("x", reference, current, np.arange(10.0))])
+    assert judged.statistic == "psi" and judged.drifted
 
 
 def test_benjamini_hochberg_is_applied_across_the_fields_of_a_check(rng):
@@ -231,3 +283,45 @@ def test_a_change_in_missing_values_is_drift(rng):
     comparison = stats.compare_numeric("x", reference, current, np.arange(6.0))
     (judged,) = stats.judge([comparison])
     assert judged.drifted and comparison.ks == pytest.approx(0.0)
+
+
+# --- Joint drift ---------------------------------------------------------------------------------
+
+
+def _joint(rng, n, correlation, features=6, shift=0.0):
+    rows = rng.standard_normal((n, features))
+    rows[:, 1] = correlation * rows[:, 0] + math.sqrt(1 - correlation ** 2) * rng.standard_normal(n)
+    rows[:, 2] = np.exp(rows[:, 2]) + shift  # a skewed feature, shifted on demand
+    return rows
+
+
+NAMES = [f"f{i}" for i in range(6)]
+
+
+def test_a_flipped_correlation_is_joint_drift_with_every_marginal_unchanged(rng):
+    reference = _joint(rng, 4000, 0.8)
+    result = stats.multivariate_pca(reference, _joint(rng, 2000, -0.8), NAMES)
+    assert result.drifted and result.reason == "drifted"
+    assert result.value > 1.1 and result.p_value < 1e-10 and result.components >= 1
+    assert result.as_dict()["statistic"] == "pca_reconstruction_error"
+
+
+def test_joint_drift_false_alarms_stay_near_alpha_and_ignore_marginal_shifts(rng):
+    reference = _joint(rng, 4000, 0.8)
+    unchanged = [stats.multivariate_pca(reference, _joint(rng, 2000, 0.8), NAMES) for _ in range(30)]
+    assert sum(r.drifted for r in unchanged) <= 1  # alpha = 1%: 0.3 expected
+    # The p-values of unchanged data are spread out, not piled near 0 (a biased test would be).
+    assert np.median([r.p_value for r in unchanged]) > 0.2
+    # A marginal shift is per-feature drift; the joint statistic sees only dependence.
+    shifted = stats.multivariate_pca(reference, _joint(rng, 2000, 0.8, shift=3.0), NAMES)
+    assert not shifted.drifted
+
+
+def test_joint_drift_needs_enough_rows_and_features(rng):
+    assert stats.multivariate_pca(_joint(rng, 4000, 0.8), _joint(rng, 50, -0.8), NAMES).reason == "too_few"
+    one = stats.multivariate_pca(_joint(rng, 4000, 0.8)[:, :1], _joint(rng, 2000, 0.8)[:, :1], ["f0"])
+    assert one.reason == "too_few_features" and one.value is None and not one.drifted
+    # Missing values are filled with the reference's median, not dropped or fatal.
+    current = _joint(rng, 2000, -0.8)
+    current[::7, 3] = np.nan
+    assert stats.multivariate_pca(_joint(rng, 4000, 0.8), current, NAMES).drifted

@@ -55,6 +55,8 @@ def test_a_short_simulation_retrains_detects_the_shift_and_keeps_verifiable_data
     assert [r["shifted"] for r in rounds] == [False, True, True]
     # The injected noise is detected in the shifted hours, and the unshifted hour passes.
     assert rounds[0]["drifted"] is False and rounds[1]["drifted"] and rounds[2]["drifted"]
+    # Each round reports the label-free estimate beside the audit estimate and the truth.
+    assert all("label_free" in r and "estimate" in r and "true_accuracy" in r for r in rounds)
     assert 0 < rounds[0]["labels"] < rounds[-1]["labels"] <= SMALL.rounds * SMALL.labels_per_round
     assert plot.stat().st_size > 10_000
 

@@ -50,7 +50,7 @@
     });
   }
 
-  // Drift over time: PSI per field, drifted checks marked, the threshold dashed.
+  // Drift over time: effect size over threshold per field, drifted checks marked, 1 dashed.
   const overTime = data.over_time;
   if (overTime) {
     const datasets = overTime.series.map((s, i) => {

@@ -228,13 +228,17 @@ class _Given:
 
 
 def _header() -> str:
-    return f"{'round':>5} {'labels':>6} {'true acc':>9} {'estimated (95% interval)':>26} {'drift':>12} {'champion':>10}"
+    return (f"{'round':>5} {'labels':>6} {'true acc':>9} {'estimated (95% interval)':>26} "
+            f"{'without labels (95%)':>28} {'drift':>12} {'champion':>10}")
 
 
 def _row(row: simulation.RoundResult) -> str:
     estimate = "-" if row.estimate is None else f"{row.estimate:.3f} ({row.low:.3f}-{row.high:.3f})"
+    free = row.label_free
+    label_free = "-" if free is None else (f"{free['value']:.3f} ({free['low']:.3f}-{free['high']:.3f})"
+                                           + ("" if free["consistent_with_audit"] else " !"))
     drift = "-" if row.drifted is None else (f"yes ({row.drifted_fields})" if row.drifted else "no")
     champion = row.champion + (" *" if row.promoted else "")
     shift = " shifted" if row.shifted else ""
-    return (f"{row.round:>5} {row.labels:>6} {row.true_accuracy:>9.3f} {estimate:>26} {drift:>12} "
-            f"{champion:>10}{shift}")
+    return (f"{row.round:>5} {row.labels:>6} {row.true_accuracy:>9.3f} {estimate:>26} {label_free:>28} "
+            f"{drift:>12} {champion:>10}{shift}")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
+from flywheel.training import accuracy
 from flywheel.training.accuracy import accuracy_by, calibration, wilson
 
 
@@ -65,3 +66,53 @@ def test_the_interval_is_scipys_continuity_corrected_wilson_interval():
         correct = int(rng.integers(0, n + 1))
         estimate, ci = wilson(correct, n), binomtest(correct, n).proportion_ci(0.95, method="wilsoncc")
         assert estimate.low == pytest.approx(ci.low, abs=1e-12) and estimate.high == pytest.approx(ci.high, abs=1e-12)
+
+
+# --- Accuracy without labels ---------------------------------------------------------------------
+
+
+def _outcomes(rng, confidence, concept_drop=0.0):
+    """Right with probability confidence**1.5 (a model that is over-confident), less
+    `concept_drop` when the concept moved."""
+    return rng.random(len(confidence)) < np.clip(confidence ** 1.5 - concept_drop, 0, 1)
+
+
+def test_the_label_free_estimate_covers_the_truth_under_covariate_shift():
+    rng = np.random.default_rng(11)
+    covered = 0
+    for _ in range(20):
+        audit_confidence = rng.beta(8, 2, 600)
+        audit_correct = _outcomes(rng, audit_confidence)
+        # The inputs move: the model is less sure of the new ones, and less often right.
+        window = rng.beta(6, 2.5, 20_000)
+        truth = float(np.mean(window ** 1.5))
+        estimate = accuracy.label_free_accuracy(calibration_confidence=audit_confidence,
+                                                calibration_correct=audit_correct, confidence=window)
+        covered += estimate["low"] <= truth <= estimate["high"]
+        assert estimate["method"] == "cbpe_isotonic" and estimate["high"] - estimate["low"] < 0.15
+    assert covered >= 18, "a 95% interval covers the truth in nearly every case"
+    # The confidences moved far from where the model was right: the estimate follows.
+    assert estimate["value"] < float(np.mean(audit_correct)) - 0.1
+
+
+def test_a_concept_shift_is_reported_as_the_estimate_failing():
+    rng = np.random.default_rng(12)
+    old_confidence = rng.beta(8, 2, 600)
+    calibration = {"calibration_confidence": old_confidence,
+                   "calibration_correct": _outcomes(rng, old_confidence)}
+    window = rng.beta(8, 2, 5_000)
+    # Same confidences, but the model is now right far less often; the audit sees it.
+    audited = window[:400]
+    shifted = accuracy.label_free_accuracy(
+        **calibration, confidence=window,
+        audit=accuracy.accuracy(_outcomes(rng, audited, concept_drop=0.25).tolist(), [True] * 400))
+    assert shifted["consistent_with_audit"] is False
+    unchanged = accuracy.label_free_accuracy(
+        **calibration, confidence=window,
+        audit=accuracy.accuracy(_outcomes(rng, audited).tolist(), [True] * 400))
+    assert unchanged["consistent_with_audit"] is True
+
+
+def test_too_few_audit_labels_estimate_nothing():
+    assert accuracy.label_free_accuracy(calibration_confidence=[0.9] * 10, calibration_correct=[True] * 10,
+                                        confidence=[0.8]) is None

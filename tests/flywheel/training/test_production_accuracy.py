@@ -57,6 +57,12 @@ def test_stats_estimate_production_accuracy_per_version_label_and_slice(app_clie
     calibration = v1["calibration"]
     assert 0 <= calibration["ece"] < 0.3 and sum(b["n"] for b in calibration["bins"]) == v1["audit"]["labeled"]
     assert by_version["v2"]["audit"]["labeled"] > 100
+    # Without labels: the confidence, calibrated on the audit labels, estimates the day's
+    # accuracy over every prediction; nothing moved, so it agrees with the audit.
+    label_free = v1["estimated_accuracy"]
+    assert label_free["method"] == "cbpe_isotonic" and label_free["predictions"] == 1000
+    assert label_free["low"] <= population <= label_free["high"] and label_free["consistent_with_audit"] is True
+    assert label_free["calibration_labels"] == v1["audit"]["labeled"]
 
 
 def test_feedback_labels_are_kept_out_of_the_accuracy_estimate(app_client, ops_client, project):
