@@ -134,6 +134,14 @@ ENDPOINTS = [
     Endpoint("GET", "/ops/", {"ops", "admin"}, kind="page", ok=302),
     Endpoint("GET", "/ops/{slug}/", {"ops", "admin"}, kind="page"),
     Endpoint("GET", "/ops/{other}/", {"ops", "admin"}, kind="page", other_project=True),
+    # The console's training page: a bad dataset version is refused (400) with nothing stored;
+    # promote and rollback end in the redirect back to the page (with a message).
+    Endpoint("GET", "/ops/{slug}/training/", {"ops", "admin"}, kind="page"),
+    Endpoint("GET", "/ops/{other}/training/", {"ops", "admin"}, kind="page", other_project=True),
+    Endpoint("POST", "/ops/{slug}/training/", {"ops", "admin"}, kind="page", ok=400, body={"dataset_version": "x"}),
+    Endpoint("POST", "/ops/{slug}/models/{name}/promote/", {"ops", "admin"}, kind="page", ok=302, setup="training",
+             body={}),
+    Endpoint("POST", "/ops/{slug}/models/rollback/", {"ops", "admin"}, kind="page", ok=302, body={}),
     Endpoint("GET", "/accounts/login/", kind="public"),
     Endpoint("POST", "/accounts/login/", kind="public", body={"username": "m-nobody", "password": "wrong"}),
     Endpoint("POST", "/accounts/logout/", kind="public", ok=302),

@@ -1,0 +1,11 @@
+"""Web pages of flywheel: the console's training page under /ops/<slug>/."""
+
+from django.urls import path
+
+from flywheel import views
+
+urlpatterns = [
+    path("<slug:slug>/training/", views.training, name="console-training"),
+    path("<slug:slug>/models/rollback/", views.model_rollback, name="console-model-rollback"),
+    path("<slug:slug>/models/<str:name>/promote/", views.model_promote, name="console-model-promote"),
+]

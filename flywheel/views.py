@@ -1,0 +1,122 @@
+"""The console's pages for what flywheel drives (/ops/<slug>/training/): start a training
+run, watch it, read the gate, promote and roll back. Thin: each action is the API's
+input serializer and the API's service call, so a page and the API accept and refuse the
+same things and write the same audit-log events."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from common.errors import DomainError
+from flywheel.console import console_project, domain_errors, form_input, serializer_errors
+from flywheel.datasets import selectors as dataset_selectors
+from flywheel.ingest import routing
+from flywheel.models import DatasetStatus
+from flywheel.training import registry, runs, selectors
+from flywheel.training.serializers import (
+    ModelVersionSerializer,
+    PromotionInputSerializer,
+    TrainingRunInputSerializer,
+    TrainingRunSerializer,
+)
+
+
+def _change(project, current, target) -> list[str]:
+    """What making `target` the champion changes, in the words the confirmation shows."""
+    lines = [f"The champion becomes {target.name}"
+             + (f" (it is {current.name} now)." if current is not None else " (there is none now).")]
+    if target.dataset_version_id is not None:
+        lines.append(f"Drift is then measured against dataset version {target.dataset_version.number}, "
+                     f"the data {target.name} was trained on.")
+    if routing.RoutingPolicy.from_dict(project.routing).demote_stale:
+        lines.append(f"Open tasks routed by an older model go behind those {target.name} is unsure of.")
+    lines.append("Apps that fetch the champion's artifact get the new one; the change is in the audit log.")
+    return lines
+
+
+def _training_page(request, project, *, errors=None, values=None, status=200):
+    run_list = selectors.training_runs(project=project, limit=20)
+    versions = selectors.model_versions(project=project)
+    current, rollback_to = registry.rollback_target(project)
+    for version in versions:
+        version.change = _change(project, current, version)
+    ready = dataset_selectors.dataset_versions(project=project).filter(status=DatasetStatus.READY)[:20]
+    return render(request, "flywheel/training.html", {
+        "project": project, "tab": "training", "errors": errors or {}, "values": values or {},
+        "runs": TrainingRunSerializer(run_list, many=True).data,
+        "models": list(zip(versions, ModelVersionSerializer(versions, many=True).data, strict=True)),
+        "champion": current, "rollback_to": rollback_to,
+        "rollback_change": _change(project, current, rollback_to) if rollback_to is not None else [],
+        "promotions": selectors.promotions(project=project, limit=10),
+        "ready_versions": [v.number for v in ready],
+        "config": {"runs": f"/api/v1/projects/{project.slug}/training-runs/", "initial": None},
+    }, status=status)
+
+
+@login_required
+def training(request, slug):
+    project = console_project(request, slug, manage=request.method == "POST")
+    if request.method != "POST":
+        return _training_page(request, project)
+    values = form_input(request.POST, ("dataset_version",))
+    form = TrainingRunInputSerializer(data=values)
+    if not form.is_valid():
+        return _training_page(request, project, errors=serializer_errors(form), values=values, status=400)
+    number = form.validated_data.get("dataset_version")
+    try:
+        version = dataset_selectors.dataset_version_get(project=project, number=number) if number else None
+        run = runs.training_run_request(project=project, trigger="manual", dataset_version=version,
+                                        actor=request.user)
+    except DomainError as exc:
+        return _training_page(request, project, errors=domain_errors(exc, field="dataset_version"), values=values,
+                              status=400)
+    messages.success(request, f"Training run #{run.number} is {run.status}.")
+    return redirect("console-training", slug=project.slug)
+
+
+def _reason(request):
+    form = PromotionInputSerializer(data=form_input(request.POST, ("reason",)))
+    if not form.is_valid():
+        return None, "; ".join(f"{field}: {' '.join(errs)}" for field, errs in serializer_errors(form).items())
+    return form.validated_data.get("reason", ""), None
+
+
+@login_required
+@require_POST
+def model_promote(request, slug, name):
+    project = console_project(request, slug, manage=True)
+    reason, refused = _reason(request)
+    if refused:
+        messages.error(request, refused)
+        return redirect("console-training", slug=project.slug)
+    try:
+        version = selectors.model_version_get(project=project, name=name)
+        promotion = registry.model_promote(project=project, model_version=version, actor=request.user, reason=reason)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        if promotion is None:
+            messages.error(request, f"'{name}' is already the champion.")
+        else:
+            messages.success(request, f"{name} is the champion"
+                             + (f" (was {promotion.previous.name})." if promotion.previous else "."))
+    return redirect("console-training", slug=project.slug)
+
+
+@login_required
+@require_POST
+def model_rollback(request, slug):
+    project = console_project(request, slug, manage=True)
+    reason, refused = _reason(request)
+    if refused:
+        messages.error(request, refused)
+        return redirect("console-training", slug=project.slug)
+    try:
+        promotion = registry.model_rollback(project=project, actor=request.user, reason=reason)
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Rolled back: {promotion.model_version.name} is the champion again "
+                                  f"(was {promotion.previous.name}).")
+    return redirect("console-training", slug=project.slug)
