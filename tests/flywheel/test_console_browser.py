@@ -1,0 +1,126 @@
+"""The console's training page in real Chromium, against the service (gunicorn) and a real
+Celery worker: ops refuse a bad value in the form, start a run and watch it move through
+its stages without reloading, read the gate, promote by hand and roll back through the
+confirmation. Screenshots at 1280 and 390 px go to test-artifacts/."""
+
+import pytest
+from django.conf import settings
+from django.test import override_settings
+
+from accounts.models import AuditEvent, Role
+from flywheel.models import ModelAlias, TrainingRun
+from tests import factories
+from tests.browser import browser_page, log_in, screenshot
+from tests.flywheel.training.training_data import digits_project, log_and_label
+from tests.live import LiveService
+from tests.worker import BROKER, CeleryProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+SLOW = {"FLYWHEEL_TRAINERS": "slow=tests.trainers.SlowTrainer"}
+PASSWORD = "a-long-password-1"
+
+
+def _run_card(page, number: int, status: str) -> None:
+    page.wait_for_selector(f"#runs [data-run='{number}'][data-status='{status}']", timeout=120_000)
+
+
+@override_settings(FLYWHEEL_TRAINERS={**settings.FLYWHEEL_TRAINERS, "slow": "tests.trainers.SlowTrainer"})
+def test_ops_train_watch_promote_and_roll_back_from_the_page():
+    project = digits_project(retraining={"trainer": "slow"})
+    log_and_label(project, start=0, count=400)
+    factories.user_with_role(Role.OPS, project, username="ops", password=PASSWORD)
+    with CeleryProcess(**SLOW) as worker, \
+            LiveService(CELERY_TASK_ALWAYS_EAGER="false", CELERY_TASK_DEFAULT_QUEUE=worker.queue,
+                        CELERY_BROKER_URL=BROKER, FLYWHEEL_STORAGE_ROOT=settings.FLYWHEEL_STORAGE_ROOT,
+                        **SLOW) as service, \
+            browser_page(width=1280) as page:
+        log_in(page, service.url, "ops", PASSWORD, next_path="/ops/digits/training/")
+
+        # A dataset version that does not exist: the API's words under the field, no run.
+        page.fill("#id_dataset_version", "9")
+        page.click("text=Start training")
+        error = page.wait_for_selector("[data-testid='error-dataset_version']")
+        assert error.inner_text() == "Project 'digits' has no dataset version 9."
+        assert page.input_value("#id_dataset_version") == "9"
+        screenshot(page, "console-training-refused-1280")
+
+        page.fill("#id_dataset_version", "")
+        page.click("text=Start training")
+        page.wait_for_selector("text=Training run #1 is running.")
+        # From here on the page must not reload: this mark would be lost.
+        page.evaluate("window.stillTheSamePage = true")
+        # The slow trainer pauses in the train stage: the page shows it there, dataset done.
+        page.wait_for_selector("#runs [data-run='1'] .stage-step[data-stage='train']:has-text('…')", timeout=60_000)
+        assert "done" in page.get_attribute("#runs [data-run='1'] .stage-step[data-stage='dataset']", "class")
+        screenshot(page, "console-training-running-1280")
+        _run_card(page, 1, "succeeded")
+        assert page.evaluate("window.stillTheSamePage") is True
+        gate = page.inner_text("#runs [data-run='1'] [data-testid='gate']")
+        assert gate == "Gate passed: the candidate was promoted."
+        assert "no champion to compare with" in page.inner_text("#runs [data-run='1'] .reasons")
+        # The models section was refreshed in place: run-1 is the champion.
+        page.wait_for_selector("#registry tr[data-model='run-1'] .pill:has-text('champion')")
+
+        # A second run on the same dataset version: no better than the champion, refused.
+        page.fill("#id_dataset_version", "1")
+        page.click("text=Start training")
+        page.wait_for_selector("text=Training run #2 is running.")
+        page.evaluate("window.stillTheSamePage = true")
+        _run_card(page, 2, "succeeded")
+        assert page.evaluate("window.stillTheSamePage") is True
+        assert page.inner_text("#runs [data-run='2'] [data-testid='gate']") == "Gate refused: the champion stays."
+        assert "does not beat the champion" in page.inner_text("#runs [data-run='2'] .reasons")
+        screenshot(page, "console-training-gate-1280")
+
+        # Promote run-2 by hand: the confirmation says what changes; Cancel changes nothing.
+        page.click("#registry tr[data-model='run-2'] button:has-text('Promote…')")
+        dialog = page.wait_for_selector("dialog[open]")
+        assert "The champion becomes run-2 (it is run-1 now)." in dialog.inner_text()
+        assert "dataset version 1" in dialog.inner_text()
+        page.click("dialog[open] button:has-text('Cancel')")
+        page.click("#registry tr[data-model='run-2'] button:has-text('Promote…')")
+        page.fill("dialog[open] input[name='reason']", "checking the new build by hand")
+        page.click("dialog[open] button:has-text('Promote')")
+        page.wait_for_selector("text=run-2 is the champion (was run-1).")
+
+        # Roll back through its confirmation.
+        page.click("button:has-text('Roll back to run-1…')")
+        dialog = page.wait_for_selector("dialog[open]")
+        assert "Roll back from run-2 to run-1?" in dialog.inner_text()
+        assert "The champion becomes run-1 (it is run-2 now)." in dialog.inner_text()
+        screenshot(page, "console-training-rollback-confirm-1280")
+        page.click("dialog[open] button:has-text('Roll back')")
+        page.wait_for_selector("text=Rolled back: run-1 is the champion again (was run-2).")
+        assert page.inner_text("[data-testid='champion']") == "run-1"
+        screenshot(page, "console-training-1280")
+        page.set_viewport_size({"width": 390, "height": 844})
+        screenshot(page, "console-training-390")
+        # Nothing spills sideways on a phone.
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+    assert TrainingRun.objects.count() == 2 and TrainingRun.objects.get(number=2).dataset_version.number == 1
+    assert ModelAlias.objects.get(project=project, alias="champion").model_version.name == "run-1"
+    actions = list(AuditEvent.objects.filter(actor__username="ops").order_by("id").values_list("action", flat=True))
+    # The same events as the API's calls (each change of champion also moves the drift reference).
+    assert actions == ["training.request", "training.request", "model.promote", "drift.reference_set",
+                       "model.rollback", "drift.reference_set"]
+
+
+def test_an_annotator_sees_only_label_and_gets_the_styled_403():
+    project = factories.project(slug="digits")
+    factories.user_with_role(Role.ANNOTATOR, project, username="ann", password=PASSWORD)
+    with LiveService() as service:
+        for width in (1280, 390):
+            with browser_page(width=width, height=844) as page:
+                log_in(page, service.url, "ann", PASSWORD, next_path="/label/")
+                links = page.eval_on_selector_all(".topbar nav a", "links => links.map(a => a.innerText)")
+                assert links == ["Label"]
+                # The header stays on its bar: nothing pokes out sideways on a narrow screen.
+                assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+                screenshot(page, f"label-annotator-{width}")
+                response = page.goto(f"{service.url}/ops/digits/training/")
+                assert response.status == 403
+                assert page.inner_text("[data-testid='error-page'] h1") == "This page is not for your role"
+                assert page.is_visible(".topbar")
+                screenshot(page, f"error-403-{width}")
