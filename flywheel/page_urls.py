@@ -9,3 +9,6 @@ urlpatterns = [
     path("<slug:slug>/models/rollback/", views.model_rollback, name="console-model-rollback"),
     path("<slug:slug>/models/<str:name>/promote/", views.model_promote, name="console-model-promote"),
 ]
+urlpatterns += [
+    path("<slug:slug>/datasets/", views.datasets, name="console-datasets"),
+]

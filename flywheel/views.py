@@ -1,5 +1,6 @@
-"""The console's pages for what flywheel drives (/ops/<slug>/training/): start a training
-run, watch it, read the gate, promote and roll back. Thin: each action is the API's
+"""The console's pages for what flywheel drives: /ops/<slug>/training/ (start a training
+run, watch it, read the gate, promote and roll back) and /ops/<slug>/datasets/ (versions,
+their build, the diff of two, downloads, retry). Thin: each action is the API's
 input serializer and the API's service call, so a page and the API accept and refuse the
 same things and write the same audit-log events."""
 
@@ -9,8 +10,17 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from common.errors import DomainError
+from common.storage import StorageError
 from flywheel.console import console_project, domain_errors, form_input, serializer_errors
 from flywheel.datasets import selectors as dataset_selectors
+from flywheel.datasets import services as dataset_services
+from flywheel.datasets.serializers import (
+    DatasetCreateSerializer,
+    DatasetDiffSerializer,
+    DatasetVersionSerializer,
+    DiffPairQuerySerializer,
+)
+from flywheel.datasets.shards import ShardError
 from flywheel.ingest import routing
 from flywheel.models import DatasetStatus
 from flywheel.training import registry, runs, selectors
@@ -120,3 +130,52 @@ def model_rollback(request, slug):
         messages.success(request, f"Rolled back: {promotion.model_version.name} is the champion again "
                                   f"(was {promotion.previous.name}).")
     return redirect("console-training", slug=project.slug)
+
+
+# --- Datasets -------------------------------------------------------------------------------------
+
+
+def _datasets_page(request, project, *, errors=None, values=None, diff=None, status=200):
+    versions = dataset_selectors.dataset_versions(project=project)
+    return render(request, "flywheel/datasets.html", {
+        "project": project, "tab": "datasets", "errors": errors or {}, "values": values or {}, "diff": diff,
+        "versions": DatasetVersionSerializer(versions, many=True).data,
+        "ready_versions": [v.number for v in versions if v.status == DatasetStatus.READY],
+        "config": {"versions": f"/api/v1/projects/{project.slug}/datasets/"},
+    }, status=status)
+
+
+@login_required
+def datasets(request, slug):
+    """GET: the versions, and the diff of two (?a=&b=); POST: a new version."""
+    project = console_project(request, slug, manage=request.method == "POST")
+    if request.method == "POST":
+        values = form_input(request.POST, ("note",))
+        form = DatasetCreateSerializer(data=values)
+        if not form.is_valid():
+            return _datasets_page(request, project, errors=serializer_errors(form), values=values, status=400)
+        version = dataset_services.dataset_version_create(project=project, note=form.validated_data["note"],
+                                                          actor=request.user)
+        messages.success(request, f"Dataset version {version.number} is {version.status}.")
+        return redirect("console-datasets", slug=project.slug)
+    values = form_input(request.GET, ("a", "b", "examples"))
+    if not {"a", "b"} & values.keys():
+        return _datasets_page(request, project, values=values)
+    query = DiffPairQuerySerializer(data=values)
+    if not query.is_valid():
+        return _datasets_page(request, project, errors=serializer_errors(query), values=values, status=400)
+    a, b = query.validated_data["a"], query.validated_data["b"]
+    for field, number in (("a", a), ("b", b)):
+        try:  # each version's refusal (missing, not ready) under its own field
+            dataset_selectors.dataset_version_ready(project=project, number=number)
+        except DomainError as exc:
+            return _datasets_page(request, project, errors=domain_errors(exc, field=field), values=values, status=400)
+    try:
+        diff = dataset_selectors.dataset_diff(project=project, a=a, b=b, examples=query.validated_data["examples"])
+    except DomainError as exc:
+        return _datasets_page(request, project, errors=domain_errors(exc), values=values, status=400)
+    except (ShardError, StorageError) as exc:  # the store's fault, as the API's 502/503
+        return _datasets_page(request, project, errors={"non_field_errors": [f"The stored version could not be "
+                                                                             f"read: {exc}"]},
+                              values=values, status=502)
+    return _datasets_page(request, project, values=values, diff=DatasetDiffSerializer(diff).data)

@@ -11,6 +11,7 @@ from accounts.models import AuditEvent, Role
 from flywheel.models import ModelAlias, TrainingRun
 from tests import factories
 from tests.browser import browser_page, log_in, screenshot
+from tests.flywheel.test_console_datasets import make_versions
 from tests.flywheel.training.training_data import digits_project, log_and_label
 from tests.live import LiveService
 from tests.worker import BROKER, CeleryProcess
@@ -124,3 +125,44 @@ def test_an_annotator_sees_only_label_and_gets_the_styled_403():
                 assert page.inner_text("[data-testid='error-page'] h1") == "This page is not for your role"
                 assert page.is_visible(".topbar")
                 screenshot(page, f"error-403-{width}")
+
+
+def test_ops_compare_two_dataset_versions_download_and_retry_a_failed_one():
+    project = make_versions()
+    factories.user_with_role(Role.OPS, project, username="ops", password=PASSWORD)
+    with LiveService(FLYWHEEL_STORAGE_ROOT=settings.FLYWHEEL_STORAGE_ROOT) as service, \
+            browser_page(width=1280) as page:
+        log_in(page, service.url, "ops", PASSWORD, next_path="/ops/digits/datasets/")
+        page.wait_for_selector("#versions tr[data-version='3'][data-status='failed']")
+        assert "the store was down" in page.inner_text("#versions tr[data-version='3']")
+
+        # A version that is not ready: refused under its field, no diff shown.
+        page.fill("#id_a", "3")
+        page.fill("#id_b", "2")
+        page.click("[data-testid=diff-form] button")
+        assert page.inner_text("[data-testid='error-a']") == "Dataset version 3 is failed, not ready."
+        assert not page.is_visible("[data-testid='diff']")
+
+        page.fill("#id_a", "1")
+        page.click("[data-testid=diff-form] button")
+        page.wait_for_selector("[data-testid='diff']")
+        assert page.inner_text("[data-testid='diff-added']") == "10"
+        assert page.inner_text("[data-testid='diff-relabeled']") == "5"
+        screenshot(page, "console-datasets-diff-1280")
+
+        # The download links are the API's exports, with the session's cookie.
+        with page.expect_download() as download:
+            page.click("#versions tr[data-version='2'] a:has-text('CSV')")
+        assert download.value.suggested_filename == "digits-v2.csv"
+        lines = open(download.value.path()).read().splitlines()
+        assert len(lines) == 1 + 70  # the header and every row
+
+        # Retry the failed version from its row: it is built again and becomes ready.
+        page.click("#versions tr[data-version='3'] button:has-text('Retry')")
+        page.wait_for_selector("#versions tr[data-version='3'][data-status='ready']", timeout=60_000)
+        assert page.is_visible("#versions tr[data-version='3'] a:has-text('JSONL')")
+        screenshot(page, "console-datasets-1280")
+        page.set_viewport_size({"width": 390, "height": 844})
+        screenshot(page, "console-datasets-390")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert AuditEvent.objects.filter(action="dataset.retry", actor__username="ops").count() == 1
