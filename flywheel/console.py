@@ -8,18 +8,22 @@ from rest_framework import serializers
 
 from accounts import roles
 from accounts.selectors import project_get_for_user, user_role
-from common.errors import DomainError, NotFound
+from common.errors import DomainError, NotFound, flatten_fields
 
 # Field errors that belong to no single field go under this key, at the top of the form.
 FORM = "non_field_errors"
 
 
+def console_project_role(request, *, manage: bool = True) -> None:
+    """Ops and admins only (a write needs a managing role)."""
+    if user_role(request.user) not in (roles.MANAGE if manage else roles.OBSERVE):
+        raise PermissionDenied("The ops console is for ops and admins.")
+
+
 def console_project(request, slug: str, *, manage: bool = False):
     """The project, for ops and admins who are its members (any other is a 404, as in the
     API); a write needs a managing role."""
-    allowed = roles.MANAGE if manage else roles.OBSERVE
-    if user_role(request.user) not in allowed:
-        raise PermissionDenied("The ops console is for ops and admins.")
+    console_project_role(request, manage=manage)
     try:
         return project_get_for_user(user=request.user, slug=slug)
     except NotFound:
@@ -32,14 +36,59 @@ def form_input(post, fields: tuple[str, ...]) -> dict:
     return {name: post[name] for name in fields if post.get(name, "") != ""}
 
 
-def serializer_errors(serializer: serializers.Serializer) -> dict[str, list[str]]:
-    return {field: [str(message) for message in messages] if isinstance(messages, list) else [str(messages)]
-            for field, messages in serializer.errors.items()}
-
-
 def domain_errors(exc: DomainError, *, field: str | None = None) -> dict[str, list[str]]:
     """The domain's refusal, under the fields it names, else under `field`, else the form."""
     if exc.fields:
         return {name: list(messages) for name, messages in exc.fields.items()}
     return {field or FORM: [exc.message]}
 
+
+
+def flat_errors(errors) -> dict[str, list[str]]:
+    """A serializer's errors by the paths the API's error body uses ("routing.threshold",
+    "features[2].max"), which are also the names of the form's fields."""
+    return {FORM if path == "body" else path: reasons for path, reasons in flatten_fields(errors).items()}
+
+
+def _kind(field: serializers.Field) -> str:
+    if isinstance(field, serializers.BooleanField):
+        return "boolean"
+    if isinstance(field, serializers.ChoiceField):
+        return "choice"
+    if isinstance(field, serializers.IntegerField | serializers.FloatField):
+        return "number"
+    return "text"
+
+
+def policy_form(section: str, serializer: serializers.Serializer, *, current: dict, defaults: dict,
+                errors: dict[str, list[str]], posted: dict | None = None) -> list[dict]:
+    """One row per field the API's policy serializer knows: its meaning (help_text), its
+    default (the policy dataclass's), the project's value, and any refusal."""
+    rows = []
+    for name, field in serializer.fields.items():
+        path = f"{section}.{name}"
+        secret = getattr(field, "write_only", False) or name.endswith("_secret")
+        value = (posted or {}).get(path, current.get(name))
+        rows.append({
+            "name": path, "label": name.replace("_", " "), "help": str(field.help_text or ""),
+            "kind": _kind(field), "choices": list(getattr(field, "choices", {}) or {}),
+            "value": "" if secret or value is None else value, "secret": secret,
+            "is_set": bool(current.get(name)) if secret else None,
+            "default": defaults.get(name), "errors": errors.get(path, []),
+        })
+    return rows
+
+
+def policy_input(post, section: str, serializer: serializers.Serializer) -> dict:
+    """What the form changes in one policy, as the API's PATCH body would say it: an empty
+    number or secret box keeps the stored value (a secret is never shown to be edited)."""
+    out = {}
+    for name, field in serializer.fields.items():
+        raw = post.get(f"{section}.{name}")
+        if raw is None:
+            continue
+        secret = getattr(field, "write_only", False) or name.endswith("_secret")
+        if raw == "" and (secret or _kind(field) in ("number", "boolean", "choice")):
+            continue
+        out[name] = raw
+    return out

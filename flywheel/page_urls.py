@@ -12,3 +12,7 @@ urlpatterns = [
 urlpatterns += [
     path("<slug:slug>/datasets/", views.datasets, name="console-datasets"),
 ]
+urlpatterns += [
+    path("projects/new/", views.project_new, name="console-project-new"),
+    path("<slug:slug>/settings/", views.project_settings, name="console-settings"),
+]

@@ -1,8 +1,11 @@
 """The console's pages for what flywheel drives: /ops/<slug>/training/ (start a training
-run, watch it, read the gate, promote and roll back) and /ops/<slug>/datasets/ (versions,
-their build, the diff of two, downloads, retry). Thin: each action is the API's
+run, watch it, read the gate, promote and roll back), /ops/<slug>/datasets/ (versions,
+their build, the diff of two, downloads, retry), /ops/projects/new/ and
+/ops/<slug>/settings/ (a project and its policies). Thin: each action is the API's
 input serializer and the API's service call, so a page and the API accept and refuse the
 same things and write the same audit-log events."""
+
+import re
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -11,7 +14,16 @@ from django.views.decorators.http import require_POST
 
 from common.errors import DomainError
 from common.storage import StorageError
-from flywheel.console import console_project, domain_errors, form_input, serializer_errors
+from flywheel import projects as project_services
+from flywheel.console import (
+    console_project,
+    console_project_role,
+    domain_errors,
+    flat_errors,
+    form_input,
+    policy_form,
+    policy_input,
+)
 from flywheel.datasets import selectors as dataset_selectors
 from flywheel.datasets import services as dataset_services
 from flywheel.datasets.serializers import (
@@ -22,14 +34,28 @@ from flywheel.datasets.serializers import (
 )
 from flywheel.datasets.shards import ShardError
 from flywheel.ingest import routing
+from flywheel.ingest.feedback import FeedbackPolicy
 from flywheel.models import DatasetStatus
-from flywheel.training import registry, runs, selectors
+from flywheel.serializers import (
+    FeedbackPolicySerializer,
+    LabelingPolicySerializer,
+    ProjectInputSerializer,
+    ProjectSerializer,
+    ProjectUpdateSerializer,
+    RetrainingPolicySerializer,
+    RoutingPolicySerializer,
+)
+from flywheel.training import evaluation, registry, runs, selectors
+from flywheel.training.policy import RetrainingPolicy
 from flywheel.training.serializers import (
     ModelVersionSerializer,
     PromotionInputSerializer,
     TrainingRunInputSerializer,
     TrainingRunSerializer,
 )
+from labeling.policy import LabelingPolicy
+from monitoring.policy import DriftPolicy
+from monitoring.serializers import DriftPolicySerializer
 
 
 def _change(project, current, target) -> list[str]:
@@ -72,7 +98,7 @@ def training(request, slug):
     values = form_input(request.POST, ("dataset_version",))
     form = TrainingRunInputSerializer(data=values)
     if not form.is_valid():
-        return _training_page(request, project, errors=serializer_errors(form), values=values, status=400)
+        return _training_page(request, project, errors=flat_errors(form.errors), values=values, status=400)
     number = form.validated_data.get("dataset_version")
     try:
         version = dataset_selectors.dataset_version_get(project=project, number=number) if number else None
@@ -88,7 +114,7 @@ def training(request, slug):
 def _reason(request):
     form = PromotionInputSerializer(data=form_input(request.POST, ("reason",)))
     if not form.is_valid():
-        return None, "; ".join(f"{field}: {' '.join(errs)}" for field, errs in serializer_errors(form).items())
+        return None, "; ".join(f"{field}: {' '.join(errs)}" for field, errs in flat_errors(form.errors).items())
     return form.validated_data.get("reason", ""), None
 
 
@@ -153,7 +179,7 @@ def datasets(request, slug):
         values = form_input(request.POST, ("note",))
         form = DatasetCreateSerializer(data=values)
         if not form.is_valid():
-            return _datasets_page(request, project, errors=serializer_errors(form), values=values, status=400)
+            return _datasets_page(request, project, errors=flat_errors(form.errors), values=values, status=400)
         version = dataset_services.dataset_version_create(project=project, note=form.validated_data["note"],
                                                           actor=request.user)
         messages.success(request, f"Dataset version {version.number} is {version.status}.")
@@ -163,7 +189,7 @@ def datasets(request, slug):
         return _datasets_page(request, project, values=values)
     query = DiffPairQuerySerializer(data=values)
     if not query.is_valid():
-        return _datasets_page(request, project, errors=serializer_errors(query), values=values, status=400)
+        return _datasets_page(request, project, errors=flat_errors(query.errors), values=values, status=400)
     a, b = query.validated_data["a"], query.validated_data["b"]
     for field, number in (("a", a), ("b", b)):
         try:  # each version's refusal (missing, not ready) under its own field
@@ -179,3 +205,118 @@ def datasets(request, slug):
                                                                              f"read: {exc}"]},
                               values=values, status=502)
     return _datasets_page(request, project, values=values, diff=DatasetDiffSerializer(diff).data)
+
+
+# --- Projects -------------------------------------------------------------------------------------
+
+POLICY_SECTIONS = {
+    # section: (the API's serializer for it, its documented defaults, what it governs)
+    "routing": (RoutingPolicySerializer, lambda: routing.RoutingPolicy().as_dict(),
+                "Which predictions a person should look at, and how many a day."),
+    "labeling": (LabelingPolicySerializer, lambda: LabelingPolicy().as_dict(),
+                 "Gold tasks and when overlapping annotations resolve a label."),
+    "feedback": (FeedbackPolicySerializer, lambda: FeedbackPolicy().as_dict(),
+                 "When end users' corrections become labels."),
+    "drift": (DriftPolicySerializer, lambda: DriftPolicy().as_dict(),
+              "How drift is measured, how often, and where alerts go."),
+    "retraining": (RetrainingPolicySerializer,
+                   lambda: {**RetrainingPolicy().as_dict(), **evaluation.GatePolicy().as_dict()},
+                   "When a run starts, how it trains, and what its candidate must beat."),
+}
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+
+
+def _features(text: str) -> list[dict]:
+    """One feature a line: `name type [min max]` (px0 numeric 0 16; region categorical)."""
+    features = []
+    for line in text.splitlines():
+        tokens = line.split()
+        if not tokens:
+            continue
+        feature = {"name": tokens[0], "type": tokens[1] if len(tokens) > 1 else ""}
+        feature.update(dict(zip(("min", "max"), tokens[2:4], strict=False)))
+        features.append(feature)
+    return features
+
+
+def _line_errors(errors: dict[str, list[str]], field: str) -> dict[str, list[str]]:
+    """Errors of a list field's entries ("features[2].max") under the field, by line."""
+    out = {k: v for k, v in errors.items() if not k.startswith(f"{field}[")}
+    for key, refusals in errors.items():
+        entry = re.fullmatch(rf"{field}\[(\d+)\](?:\.(\w+))?", key)
+        if entry:
+            where = f"line {int(entry[1]) + 1}" + (f", {entry[2]}" if entry[2] else "")
+            out.setdefault(field, []).extend(f"{where}: {refusal}" for refusal in refusals)
+    return out
+
+
+@login_required
+def project_new(request):
+    console_project_role(request)
+    values, errors, status = {}, {}, 200
+    if request.method == "POST":
+        values = {key: request.POST.get(key, "") for key in ("slug", "name", "labels", "features", "slices")}
+        data = {"slug": values["slug"], "name": values["name"], "labels": _names(values["labels"]),
+                "features": _features(values["features"]), "slices": _names(values["slices"])}
+        form = ProjectInputSerializer(data=data)
+        if form.is_valid():
+            valid = form.validated_data
+            try:
+                project = project_services.project_create(
+                    slug=valid["slug"], name=valid["name"], labels=valid["labels"], features=valid.get("features"),
+                    slices=valid.get("slices"), actor=request.user)
+            except DomainError as exc:
+                errors = domain_errors(exc)
+            else:
+                messages.success(request, f"Project {project.name} is made. Set its policies below.")
+                return redirect("console-settings", slug=project.slug)
+        else:
+            errors = _line_errors(flat_errors(form.errors), "features")
+        status = 400
+    return render(request, "flywheel/project_new.html", {"values": values, "errors": errors}, status=status)
+
+
+def _settings_page(request, project, *, errors=None, posted=None, status=200):
+    current = ProjectSerializer(project).data
+    sections = [{
+        "key": key, "about": about,
+        "rows": policy_form(key, serializer(), current=current[key] or {}, defaults=defaults(),
+                            errors=errors or {}, posted=posted),
+    } for key, (serializer, defaults, about) in POLICY_SECTIONS.items()]
+    general = {"name": (posted or {}).get("name", project.name),
+               "labels": (posted or {}).get("labels", ", ".join(project.labels)),
+               "slices": (posted or {}).get("slices", ", ".join(project.slices))}
+    return render(request, "flywheel/settings.html", {
+        "project": project, "tab": "settings", "sections": sections, "general": general, "errors": errors or {},
+    }, status=status)
+
+
+@login_required
+def project_settings(request, slug):
+    """GET: every policy field with its meaning, default and value; POST one section: the
+    API's PATCH of that section, refused field by field with the API's words."""
+    project = console_project(request, slug, manage=request.method == "POST")
+    if request.method != "POST":
+        return _settings_page(request, project)
+    section = request.POST.get("section", "")
+    if section == "general":
+        posted = {key: request.POST.get(key, "") for key in ("name", "labels", "slices")}
+        data = {"name": posted["name"], "labels": _names(posted["labels"]), "slices": _names(posted["slices"])}
+    elif section in POLICY_SECTIONS:
+        posted = {key: value for key, value in request.POST.items() if key.startswith(f"{section}.")}
+        data = {section: policy_input(request.POST, section, POLICY_SECTIONS[section][0]())}
+    else:
+        messages.error(request, "That form was not understood.")
+        return redirect("console-settings", slug=project.slug)
+    form = ProjectUpdateSerializer(data=data)
+    if not form.is_valid():
+        return _settings_page(request, project, errors=flat_errors(form.errors), posted=posted, status=400)
+    try:
+        project_services.project_update(project=project, changes=form.validated_data, actor=request.user)
+    except DomainError as exc:
+        return _settings_page(request, project, errors=domain_errors(exc), posted=posted, status=400)
+    messages.success(request, f"{section.capitalize()} saved.")
+    return redirect("console-settings", slug=project.slug)

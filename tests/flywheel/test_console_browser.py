@@ -166,3 +166,47 @@ def test_ops_compare_two_dataset_versions_download_and_retry_a_failed_one():
         screenshot(page, "console-datasets-390")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert AuditEvent.objects.filter(action="dataset.retry", actor__username="ops").count() == 1
+
+
+def test_ops_create_a_project_and_set_its_policies_in_the_forms():
+    from flywheel.models import Project
+
+    home = factories.project(slug="digits")
+    factories.user_with_role(Role.OPS, home, username="ops", password=PASSWORD)
+    with LiveService() as service, browser_page(width=1280) as page:
+        log_in(page, service.url, "ops", PASSWORD, next_path="/ops/digits/")
+        page.click(".tabs a:has-text('New project')")
+        page.fill("#id_slug", "scans")
+        page.fill("#id_name", "Scans")
+        page.fill("#id_labels", "benign, malignant")
+        page.fill("#id_features", "size numeric 40 0\nsite categorical")
+        page.fill("#id_slices", "site")
+        page.click("text=Create the project")
+        assert page.inner_text("[data-testid='error-features']") == "line 1, max: Must be greater than min (40)."
+        assert page.input_value("#id_slug") == "scans"  # what was typed stays
+        screenshot(page, "console-project-new-refused-1280")
+        page.fill("#id_features", "size numeric 0 40\nsite categorical")
+        page.click("text=Create the project")
+        page.wait_for_url(f"{service.url}/ops/scans/settings/")
+        page.wait_for_selector("text=Project Scans is made.")
+
+        # A policy value out of range: the API's words under the field; then a good one.
+        page.fill("[id='id_routing.audit_rate']", "1.5")
+        page.click("text=Save routing")
+        assert page.inner_text("[data-testid='error-routing.audit_rate']") == \
+            "Ensure this value is less than or equal to 1.0."
+        screenshot(page, "console-settings-refused-1280")
+        page.fill("[id='id_routing.audit_rate']", "0.1")
+        page.select_option("[id='id_routing.demote_stale']", "false")
+        page.click("text=Save routing")
+        page.wait_for_selector("text=Routing saved.")
+        assert page.input_value("[id='id_routing.audit_rate']") == "0.1"
+        screenshot(page, "console-settings-1280")
+        page.set_viewport_size({"width": 390, "height": 844})
+        screenshot(page, "console-settings-390")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.goto(f"{service.url}/ops/projects/new/")
+        screenshot(page, "console-project-new-390")
+    project = Project.objects.get(slug="scans")
+    assert project.features[0] == {"name": "size", "type": "numeric", "min": 0.0, "max": 40.0}
+    assert (project.routing["audit_rate"], project.routing["demote_stale"]) == (0.1, False)
