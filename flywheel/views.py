@@ -12,18 +12,11 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.pages import console_project, console_role_check
 from common.errors import DomainError
+from common.forms import domain_errors, flat_errors, form_input, policy_form, policy_input
 from common.storage import StorageError
 from flywheel import projects as project_services
-from flywheel.console import (
-    console_project,
-    console_project_role,
-    domain_errors,
-    flat_errors,
-    form_input,
-    policy_form,
-    policy_input,
-)
 from flywheel.datasets import selectors as dataset_selectors
 from flywheel.datasets import services as dataset_services
 from flywheel.datasets.serializers import (
@@ -255,7 +248,7 @@ def _line_errors(errors: dict[str, list[str]], field: str) -> dict[str, list[str
 
 @login_required
 def project_new(request):
-    console_project_role(request)
+    console_role_check(request)
     values, errors, status = {}, {}, 200
     if request.method == "POST":
         values = {key: request.POST.get(key, "") for key in ("slug", "name", "labels", "features", "slices")}

@@ -1,33 +1,14 @@
-"""What the console's forms share: a form is checked by the API's own input serializer,
+"""What the web pages' forms share: a form is checked by the API's own input serializer,
 and its refusals (the serializer's, or the domain's) are shown next to the field with the
-API's words. Nothing is stored from a form that failed."""
+API's words, under the paths the API's error body uses. Nothing is stored from a form that
+failed."""
 
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
 from rest_framework import serializers
 
-from accounts import roles
-from accounts.selectors import project_get_for_user, user_role
-from common.errors import DomainError, NotFound, flatten_fields
+from common.errors import DomainError, flatten_fields
 
-# Field errors that belong to no single field go under this key, at the top of the form.
+# Refusals that belong to no single field go under this key, at the top of the form.
 FORM = "non_field_errors"
-
-
-def console_project_role(request, *, manage: bool = True) -> None:
-    """Ops and admins only (a write needs a managing role)."""
-    if user_role(request.user) not in (roles.MANAGE if manage else roles.OBSERVE):
-        raise PermissionDenied("The ops console is for ops and admins.")
-
-
-def console_project(request, slug: str, *, manage: bool = False):
-    """The project, for ops and admins who are its members (any other is a 404, as in the
-    API); a write needs a managing role."""
-    console_project_role(request, manage=manage)
-    try:
-        return project_get_for_user(user=request.user, slug=slug)
-    except NotFound:
-        raise Http404(f"No project '{slug}'.") from None
 
 
 def form_input(post, fields: tuple[str, ...]) -> dict:
