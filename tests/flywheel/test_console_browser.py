@@ -210,3 +210,33 @@ def test_ops_create_a_project_and_set_its_policies_in_the_forms():
     project = Project.objects.get(slug="scans")
     assert project.features[0] == {"name": "size", "type": "numeric", "min": 0.0, "max": 40.0}
     assert (project.routing["audit_rate"], project.routing["demote_stale"]) == (0.1, False)
+
+
+def test_ops_set_the_drift_reference_and_run_a_check_from_the_page():
+    from monitoring import selectors as monitoring_selectors
+
+    project = make_versions()
+    factories.user_with_role(Role.OPS, project, username="ops", password=PASSWORD)
+    with LiveService(FLYWHEEL_STORAGE_ROOT=settings.FLYWHEEL_STORAGE_ROOT) as service, \
+            browser_page(width=1280) as page:
+        log_in(page, service.url, "ops", PASSWORD, next_path="/ops/digits/drift/")
+        assert "No reference set" in page.inner_text("[data-testid='reference-now']")
+        page.check("input[name='kind'][value='dataset_version']")
+        page.fill("#ref-version", "3")  # the failed one
+        page.click("[data-testid=reference-form] button[type=submit]")
+        assert page.inner_text("[data-testid='error-dataset_version']") == "Dataset version 3 is failed."
+        screenshot(page, "console-drift-refused-1280")
+        page.fill("#ref-version", "2")
+        page.click("[data-testid=reference-form] button[type=submit]")
+        page.wait_for_selector("text=Drift is now measured against dataset version 2.")
+        assert "dataset version 2" in page.inner_text("[data-testid='reference-now']")
+        page.click("text=Run the check")
+        page.wait_for_selector("text=Check #")
+        page.wait_for_selector("[data-testid='reports'] tbody tr")
+        screenshot(page, "console-drift-1280")
+        page.set_viewport_size({"width": 390, "height": 844})
+        screenshot(page, "console-drift-390")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    current = monitoring_selectors.reference_current(project=project)
+    assert current.dataset_version == 2
+    assert AuditEvent.objects.filter(action="drift.reference_set", actor__username="ops").count() == 1
