@@ -16,3 +16,6 @@ urlpatterns += [
     path("projects/new/", views.project_new, name="console-project-new"),
     path("<slug:slug>/settings/", views.project_settings, name="console-settings"),
 ]
+urlpatterns += [
+    path("<slug:slug>/quality/", views.quality, name="console-quality"),
+]

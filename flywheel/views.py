@@ -46,6 +46,7 @@ from flywheel.training.serializers import (
     TrainingRunInputSerializer,
     TrainingRunSerializer,
 )
+from labeling import selectors as labeling_selectors
 from labeling.policy import LabelingPolicy
 from monitoring.policy import DriftPolicy
 from monitoring.serializers import DriftPolicySerializer
@@ -313,3 +314,39 @@ def project_settings(request, slug):
         return _settings_page(request, project, errors=domain_errors(exc), posted=posted, status=400)
     messages.success(request, f"{section.capitalize()} saved.")
     return redirect("console-settings", slug=project.slug)
+
+
+# --- Quality --------------------------------------------------------------------------------------
+
+DIAGRAM = 200  # the reliability diagram's side, in SVG units
+
+
+def _reliability(calibration: dict) -> list[dict]:
+    """The reliability diagram's bars: per confidence bin, the accuracy the audit labels
+    measured (the bar) against the bin's mean confidence (the diagonal), as SVG boxes."""
+    bars = []
+    for row in calibration.get("bins", []):
+        height = row["accuracy"] * DIAGRAM
+        bars.append({**row, "x": row["low"] * DIAGRAM, "width": (row["high"] - row["low"]) * DIAGRAM - 1,
+                     "y": DIAGRAM - height, "height": height, "gap": row["confidence"] - row["accuracy"]})
+    return bars
+
+
+@login_required
+def quality(request, slug):
+    """Per-annotator figures, each model version's reliability diagram beside its ECE (from
+    the audit labels, as the stats API reports them), and the queue by reason with its age."""
+    project = console_project(request, slug)
+    accuracy = selectors.production_accuracy(project=project)
+    champion = registry.champion_get(project)
+    for entry in accuracy:
+        entry["is_champion"] = champion is not None and entry["model_version"] == champion.name
+        entry["bars"] = _reliability(entry["calibration"])
+    accuracy.sort(key=lambda entry: not entry["is_champion"])
+    return render(request, "flywheel/quality.html", {
+        "project": project, "tab": "quality", "size": DIAGRAM,
+        "annotators": labeling_selectors.annotator_stats(project_id=project.pk),
+        "agreement": labeling_selectors.project_agreement(project_id=project.pk, labels=project.labels),
+        "accuracy": accuracy,
+        "queue": labeling_selectors.queue_age_by_reason(project_id=project.pk),
+    })

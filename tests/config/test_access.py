@@ -155,6 +155,8 @@ ENDPOINTS = [
     Endpoint("GET", "/ops/{other}/drift/", {"ops", "admin"}, kind="page", other_project=True),
     Endpoint("POST", "/ops/{slug}/drift/", {"ops", "admin"}, kind="page", ok=400,
              body={"form": "reference", "kind": "dataset_version", "dataset_version": "0"}),
+    Endpoint("GET", "/ops/{slug}/quality/", {"ops", "admin"}, kind="page"),
+    Endpoint("GET", "/ops/{other}/quality/", {"ops", "admin"}, kind="page", other_project=True),
     Endpoint("GET", "/accounts/login/", kind="public"),
     Endpoint("POST", "/accounts/login/", kind="public", body={"username": "m-nobody", "password": "wrong"}),
     Endpoint("POST", "/accounts/logout/", kind="public", ok=302),

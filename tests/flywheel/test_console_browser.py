@@ -12,6 +12,7 @@ from flywheel.models import ModelAlias, TrainingRun
 from tests import factories
 from tests.browser import browser_page, log_in, screenshot
 from tests.flywheel.test_console_datasets import make_versions
+from tests.flywheel.test_console_quality import make_audited
 from tests.flywheel.training.training_data import digits_project, log_and_label
 from tests.live import LiveService
 from tests.worker import BROKER, CeleryProcess
@@ -240,3 +241,17 @@ def test_ops_set_the_drift_reference_and_run_a_check_from_the_page():
     current = monitoring_selectors.reference_current(project=project)
     assert current.dataset_version == 2
     assert AuditEvent.objects.filter(action="drift.reference_set", actor__username="ops").count() == 1
+
+
+def test_the_quality_page_draws_the_reliability_diagram():
+    project = make_audited()
+    factories.user_with_role(Role.OPS, project, username="ops", password=PASSWORD)
+    with LiveService() as service:
+        for width in (1280, 390):
+            with browser_page(width=width, height=844) as page:
+                log_in(page, service.url, "ops", PASSWORD, next_path="/ops/digits/quality/")
+                box = page.locator("svg rect.bar").bounding_box()
+                assert box["height"] > 50  # the 0.9-1.0 bin's accuracy, drawn
+                assert page.inner_text("[data-testid='ece']") == "ECE 0.233"
+                assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+                screenshot(page, f"console-quality-{width}")
