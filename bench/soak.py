@@ -65,8 +65,9 @@ class Celery:
         if self.kind == "beat":
             args = ["beat", "--schedule", str(self.logdir / "beat-schedule")]
         else:
+            # The command users run (docker-compose.yml), on the soak's queue.
             args = ["worker", "-Q", self.env["CELERY_TASK_DEFAULT_QUEUE"], "--concurrency=2", "--pool=prefork",
-                    "--without-gossip", "--without-mingle", "-n", f"soak-{uuid.uuid4().hex[:4]}@%h"]
+                    "-n", f"soak-{uuid.uuid4().hex[:4]}@%h"]
         self.log_path = self.logdir / f"{self.kind}-{self.starts}.log"
         log = open(self.log_path, "wb")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen([celery, "-A", "config", *args, "--loglevel=INFO"], cwd=ROOT,

@@ -199,8 +199,10 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A worker that outlives a broker loss while it holds a task (config/celery.py).
+# A worker without the broker features Flywheel does not use, outliving any broker loss
+# (config/celery.py), and a beat that tells a health check it is alive.
 CELERY_WORKER_CONSUMER = "config.celery:Consumer"
+CELERY_BEAT_SCHEDULER = "config.celery:BeatScheduler"
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
@@ -218,6 +220,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 5,
 }
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="flywheel")
+# A worker (while connected to its broker or waiting for it) and the beat touch this file
+# every FLYWHEEL_LIVENESS_SECONDS; `python -m common.liveness FILE --max-age N` is their
+# health check. Empty: no file.
+FLYWHEEL_LIVENESS_FILE = env.str("FLYWHEEL_LIVENESS_FILE", default="")
+FLYWHEEL_LIVENESS_SECONDS = env.float("FLYWHEEL_LIVENESS_SECONDS", default=10.0)
 
 # --- Storage (dataset versions, model artifacts) -------------------------------------------------
 

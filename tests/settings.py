@@ -20,3 +20,10 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # The workers the tests start also know the tests' own tasks (tests/tasks.py).
 CELERY_IMPORTS = ["tests.tasks"]
+
+# A beat a test starts with FLYWHEEL_TEST_BEAT_TICK set publishes only tests.record, that
+# often (seconds), into that directory: a beat that publishes while its broker goes away.
+if os.environ.get("FLYWHEEL_TEST_BEAT_TICK"):
+    CELERY_BEAT_SCHEDULE = {"tests.tick": {
+        "task": "tests.record", "schedule": float(os.environ["FLYWHEEL_TEST_BEAT_TICK"]),
+        "args": [os.environ["FLYWHEEL_TEST_BEAT_DIRECTORY"]]}}

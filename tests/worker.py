@@ -47,9 +47,9 @@ class CeleryProcess:
         if self.kind == "beat":
             schedule = Path(tempfile.mkdtemp()) / "beat-schedule"
             return [celery, "-A", "config", "beat", "--loglevel=INFO", "--schedule", str(schedule)]
+        # The command users run (docker-compose.yml), on the test's queue under a name of its own.
         return [celery, "-A", "config", "worker", "--loglevel=INFO", "-Q", self.queue,
-                f"--concurrency={self.concurrency}", "--pool=prefork", "--without-gossip", "--without-mingle",
-                "--without-heartbeat", "-n", f"{self.queue}-{uuid.uuid4().hex[:4]}@%h"]
+                f"--concurrency={self.concurrency}", "--pool=prefork", "-n", f"{self.queue}-{uuid.uuid4().hex[:4]}@%h"]
 
     def __enter__(self):
         self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=self.log,

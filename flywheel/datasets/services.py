@@ -141,21 +141,30 @@ def dataset_versions_sweep(*, now=None, max_attempts: int = 5) -> dict[str, int]
 # --- Build -----------------------------------------------------------------------------------------
 
 
+# The checkout or image this code runs from: where its git metadata and pyproject.toml are,
+# whatever BASE_DIR a deployment or a test points elsewhere.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
 def code_version() -> str:
     """The version of the code that writes a dataset: FLYWHEEL_CODE_VERSION when the
     deployment sets it (the image records the commit it was built from), else the git
-    commit of a checkout, else the release in pyproject.toml."""
+    commit of a checkout, else the release in pyproject.toml, else "unknown" (a dataset
+    build never fails for want of a version to record)."""
     if settings.FLYWHEEL_CODE_VERSION:
         return settings.FLYWHEEL_CODE_VERSION
     try:
-        result = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=settings.BASE_DIR,
+        result = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=SOURCE_ROOT,
                                 capture_output=True, text=True, timeout=2)
         if result.returncode == 0 and result.stdout.strip():
             return result.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    with open(Path(settings.BASE_DIR) / "pyproject.toml", "rb") as pyproject:
-        return f"release-{tomllib.load(pyproject)['project']['version']}"
+    try:
+        with open(SOURCE_ROOT / "pyproject.toml", "rb") as pyproject:
+            return f"release-{tomllib.load(pyproject)['project']['version']}"
+    except (OSError, tomllib.TOMLDecodeError, KeyError):
+        return "unknown"
 
 
 def _build_claim(version_id: int) -> tuple[DatasetVersion, str] | None:

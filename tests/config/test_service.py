@@ -1,9 +1,14 @@
 """Service endpoints, the OpenAPI schema, and the deployment files (compose, .env.example)."""
 
+import os
 import re
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
+from django.conf import settings
 from django.test import override_settings
 
 from tests.factories import prediction
@@ -128,3 +133,40 @@ def test_compose_defines_every_service_the_settings_expect():
         assert not unknown, f"compose sets variables the settings never read: {unknown}"
     assert "gunicorn" in services["web"]["command"]
     assert "worker" in services["worker"]["command"] and "beat" in services["beat"]["command"]
+
+
+@pytest.mark.parametrize("service", ["worker", "beat"])
+def test_compose_restarts_a_celery_service_that_exits_and_checks_one_that_runs(service, tmp_path):
+    spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][service]
+    assert spec["restart"] in ("always", "unless-stopped")
+    alive_file = spec["environment"]["FLYWHEEL_LIVENESS_FILE"]
+    command = spec["healthcheck"]["test"]
+    assert command[0] == "CMD" and alive_file in command
+    max_age = float(command[command.index("--max-age") + 1])
+    # Stale only after several missed touches, not after one late timer.
+    assert max_age >= 3 * settings.FLYWHEEL_LIVENESS_SECONDS
+
+    # The same command, on a file of this test's own, in this checkout.
+    local = [sys.executable if arg == "python" else str(tmp_path / "alive") if arg == alive_file else arg
+             for arg in command[1:]]
+
+    def check() -> int:
+        return subprocess.run(local, cwd=ROOT, capture_output=True).returncode
+
+    assert check() == 1  # never touched: the process has not started its work
+    (tmp_path / "alive").touch()
+    assert check() == 0
+    stale = time.time() - max_age - 1
+    os.utime(tmp_path / "alive", (stale, stale))
+    assert check() == 1
+
+
+def test_compose_starts_the_app_only_after_migrations_are_applied():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    migrate = services["migrate"]
+    assert "manage.py migrate" in migrate["command"] and "flywheel_admin" in migrate["command"]
+    assert migrate["restart"] in ("no", "on-failure")  # a one-shot: never started again once it succeeded
+    assert {"FLYWHEEL_ADMIN_USERNAME", "FLYWHEEL_ADMIN_PASSWORD"} <= set(migrate["environment"])
+    for name in ("web", "worker", "beat"):
+        assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+        assert "migrate" not in services[name]["command"]  # one place applies them, once
