@@ -127,6 +127,7 @@ def drift_history(*, project, days: int = 7, limit: int = 500) -> dict:
         .order_by("-window_end", "-id").values("id", "window_end", "features", "prediction", "confidence")[:limit]
     )[::-1]
     series: dict[str, list] = {}
+    thresholds: dict[str, list] = {}
     drifted: dict[str, list[bool]] = {}
     for i, report in enumerate(reports):
         results = [*report["features"], report["prediction"], *([report["confidence"]] if report["confidence"] else [])]
@@ -134,11 +135,13 @@ def drift_history(*, project, days: int = 7, limit: int = 500) -> dict:
             name = result["name"]
             if name not in series:
                 series[name] = [None] * len(reports)
+                thresholds[name] = [None] * len(reports)
                 drifted[name] = [False] * len(reports)
             series[name][i] = result["value"]
+            thresholds[name][i] = result.get("threshold")
             drifted[name][i] = bool(result["drifted"])
-    return {"times": [r["window_end"].isoformat() for r in reports], "series": series, "drifted": drifted,
-            "report_ids": [r["id"] for r in reports]}
+    return {"times": [r["window_end"].isoformat() for r in reports], "series": series, "thresholds": thresholds,
+            "drifted": drifted, "report_ids": [r["id"] for r in reports]}
 
 
 def drifted_since(*, project, since) -> bool:

@@ -95,6 +95,16 @@ def test_the_dashboard_shows_drift_the_queue_and_labels(client, app_client, proj
     assert len(data["over_time"]["times"]) == 8
     f1 = next(s for s in data["over_time"]["series"] if s["name"] == "f1")
     assert f1["drifted"][-1] and not f1["drifted"][0]
+    # Each point is the field's PSI over the threshold its own check applied, and the drift
+    # line is 1: a drifted point lies on or above it, a stable one below, whatever the field.
+    assert data["over_time"]["threshold"] == 1.0
+    for series in data["over_time"]["series"]:
+        for ratio, psi, threshold, drifted in zip(series["values"], series["psi"], series["thresholds"],
+                                                  series["drifted"], strict=True):
+            if ratio is not None:
+                assert ratio == pytest.approx(psi / threshold)
+                if drifted:
+                    assert ratio >= 1.0
     assert data["predictions"]["labels"]["reference"] and len(data["predictions"]["confidence"]["labels"]) == 20
     panels = {p["key"]: p for p in data["panels"]}
     queue = panels["queue_depth"]["chart"]
