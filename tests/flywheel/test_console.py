@@ -118,3 +118,13 @@ def test_annotators_get_the_styled_403_and_strangers_a_404(project, other_projec
     ops_user, _ = factories.user_with_role(Role.OPS, project)
     client.force_login(ops_user)
     assert client.get("/ops/other/training/").status_code == 404
+
+
+def test_the_training_page_costs_the_same_queries_with_more_models(project, ops, django_assert_max_num_queries):
+    _, client = ops
+    for count in (2, 12):
+        versions = _versions(project, *(f"m{count}-{i}" for i in range(count)))
+        for version in versions:
+            registry.model_promote(project=project, model_version=version)
+        with django_assert_max_num_queries(20):
+            assert client.get("/ops/digits/training/").status_code == 200
