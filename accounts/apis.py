@@ -17,6 +17,7 @@ from accounts.serializers import (
     AuditQuerySerializer,
     TokenIssuedSerializer,
     TokenIssueInputSerializer,
+    TokenListQuerySerializer,
     TokenSerializer,
 )
 from common.errors import NotFound
@@ -30,17 +31,23 @@ AuditPage = inline_serializer("AuditPage", {"count": serializers.IntegerField(),
 class TokenListApi(APIView):
     permission_classes = [IsAuthenticated, role_in(ADMIN)]
 
-    @extend_schema(responses=TokenSerializer(many=True), summary="Who has an API token (admin; never the keys)")
+    @extend_schema(parameters=[TokenListQuerySerializer], responses=TokenSerializer(many=True),
+                   summary="The API keys: name, prefix, scopes, last use, expiry (admin; never the keys)")
     def get(self, request):
-        return Response(TokenSerializer(selectors.tokens_list(), many=True).data)
+        query = TokenListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        tokens = selectors.tokens_list(username=query.validated_data.get("username"))
+        return Response(TokenSerializer(tokens, many=True).data)
 
     @extend_schema(request=TokenIssueInputSerializer, responses={201: TokenIssuedSerializer},
-                   summary="Create or rotate a user's API token (admin); the old one stops working")
+                   summary="Replace a user's default API key, or add a named one beside the others (admin)")
     def post(self, request):
         data = TokenIssueInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = selectors.user_get_by_username(data.validated_data["username"])
-        token = services.token_issue(user=user, actor=request.user)
+        token = services.token_issue(user=user, actor=request.user, name=data.validated_data.get("name"),
+                                     expires_at=data.validated_data.get("expires_at"),
+                                     scopes=data.validated_data.get("scopes") or ())
         return Response(TokenIssuedSerializer(token).data, status=status.HTTP_201_CREATED)
 
 
@@ -48,7 +55,7 @@ class TokenDetailApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses={204: OpenApiResponse(description="Revoked")},
-                   summary="Revoke a user's API token (admin, or the user their own)")
+                   summary="Revoke all of a user's API keys (admin, or the user their own)")
     def delete(self, request, username):
         is_admin = selectors.user_role(request.user) == Role.ADMIN
         if not is_admin and username != request.user.get_username():
@@ -56,6 +63,20 @@ class TokenDetailApi(APIView):
         user = selectors.user_get_by_username(username)
         if not services.token_revoke(user=user, actor=request.user):
             raise NotFound("token_not_found", f"'{username}' has no API token.")
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class TokenByIdApi(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={204: OpenApiResponse(description="Revoked")},
+                   summary="Revoke one API key, leaving the account's others (admin, or the user their own)")
+    def delete(self, request, token_id):
+        token = selectors.token_get(token_id=token_id)
+        if selectors.user_role(request.user) != Role.ADMIN and token.user_id != request.user.pk:
+            # Someone else's key is as unknown as one that does not exist.
+            raise NotFound("token_not_found", f"No API token {token_id}.")
+        services.token_revoke_one(token=token, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

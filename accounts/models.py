@@ -68,3 +68,45 @@ class LoginFailure(models.Model):
             models.Index(fields=["username", "-created_at"], name="login_failure_username"),
             models.Index(fields=["ip", "-created_at"], name="login_failure_ip"),
         ]
+
+
+class TokenScope(models.TextChoices):
+    """What a token may do when it is narrower than its account (no scope: all the account may)."""
+
+    INGEST = "ingest", "Ingest (log predictions and feedback only)"
+    READ = "read", "Read (GET only)"
+
+
+class ApiToken(models.Model):
+    """An API key, kept the way it can no longer be read back: an identifying prefix to find
+    it by and a SHA-256 digest of the whole key to check it with. The key itself is shown
+    once, when it is made. An account may hold several, each with a name, an expiry and a
+    scope, so a key can be rotated by adding the next one before revoking the last."""
+
+    DEFAULT_NAME = "default"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=64, default=DEFAULT_NAME,
+                            help_text='What the key is for; "default" is the one POST {"username"} replaces.')
+    prefix = models.CharField(max_length=12, db_index=True,
+                              help_text="The key's first characters: enough to find and recognise it, not to use it.")
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the whole key, hex.")
+    scopes = models.CharField(max_length=32, blank=True, default="",
+                              help_text="Comma-separated TokenScope values; empty means the account's full rights.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Refused from this time on; empty: never.")
+    last_used_at = models.DateTimeField(null=True, blank=True,
+                                        help_text="Last request with it, written at most once a minute.")
+    expiry_recorded = models.BooleanField(default=False, help_text="Its expiry is in the audit log.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "name"], name="api_token_user_name_unique")]
+        indexes = [models.Index(fields=["expires_at"], name="api_token_expires_at",
+                                condition=models.Q(expires_at__isnull=False))]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.name} ({self.prefix}…)"
+
+    @property
+    def scope_list(self) -> list[str]:
+        return [s for s in self.scopes.split(",") if s]

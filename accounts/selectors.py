@@ -8,12 +8,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
-from rest_framework.exceptions import PermissionDenied
 
-from accounts.authentication import token_user_required
-from accounts.models import Account, AuditEvent, LoginFailure, Membership, Role
-from accounts.roles import REFUSED
+from accounts.models import Account, ApiToken, AuditEvent, LoginFailure, Membership, Role
 from common.errors import NotFound
 from common.ttlcache import TTLCache
 
@@ -67,22 +63,6 @@ def project_get_for_user(*, user, slug: str):
     return project
 
 
-def token_user_with_role(*, token: str, allowed_roles: frozenset[str]):
-    """The user of an API token whose role is allowed, checked as the API views check it, in
-    the same order and with the same errors. For the ASGI gateways, which answer some
-    routes without DRF."""
-    user = token_user_required(token)
-    if user_role(user) not in allowed_roles:
-        raise PermissionDenied(REFUSED)
-    return user
-
-
-def token_project_access(*, token: str, slug: str, allowed_roles: frozenset[str]):
-    """(user, project) for an API token acting on a project: token, role, then project."""
-    user = token_user_with_role(token=token, allowed_roles=allowed_roles)
-    return user, project_get_for_user(user=user, slug=slug)
-
-
 def user_is_member(*, user, project_id: int) -> bool:
     if user_role(user) == Role.ADMIN:
         return True
@@ -96,9 +76,31 @@ def user_get_by_username(username: str):
         raise NotFound("user_not_found", f"No user '{username}'.") from None
 
 
-def tokens_list():
-    """Who has an API token and since when (never the keys)."""
-    return Token.objects.select_related("user", "user__account").order_by("user__username")
+def tokens_list(*, username: str | None = None):
+    """API keys, by account and name (never the keys: they are not kept)."""
+    tokens = ApiToken.objects.select_related("user", "user__account")
+    if username is not None:
+        tokens = tokens.filter(user__username=username)
+    return tokens.order_by("user__username", "name")
+
+
+def token_get(*, token_id: int) -> ApiToken:
+    try:
+        return ApiToken.objects.select_related("user").get(pk=token_id)
+    except ApiToken.DoesNotExist:
+        raise NotFound("token_not_found", f"No API token {token_id}.") from None
+
+
+def tokens_expiring(*, within: timedelta = timedelta(days=7), project_id: int | None = None,
+                    now: datetime | None = None):
+    """Keys that stop working within `within` (and have not yet): what ops must replace.
+    With `project_id`, only the keys of that project's members."""
+    now = now or timezone.now()
+    tokens = ApiToken.objects.select_related("user", "user__account").filter(
+        expires_at__gt=now, expires_at__lte=now + within)
+    if project_id is not None:
+        tokens = tokens.filter(user__memberships__project_id=project_id)
+    return tokens.order_by("expires_at", "pk")
 
 
 def audit_events(*, project_id: int | None, action: str | None = None, target: str | None = None):

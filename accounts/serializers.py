@@ -1,18 +1,37 @@
 """API shapes of accounts: tokens and the audit log."""
 
+from django.utils import timezone
 from rest_framework import serializers
 
-from accounts.models import AuditEvent
+from accounts.models import ApiToken, AuditEvent, TokenScope
 
 
 class TokenIssueInputSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150, help_text="Whose token to create or rotate.")
+    name = serializers.RegexField(r"^[-\w.]+$", max_length=64, required=False,
+                                  help_text="Add a key with this name beside the account's others; without one, "
+                                            "the account's default key is replaced. Letters, digits, - _ .")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True,
+                                           help_text="When the key stops working (ISO 8601); empty: never.")
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=TokenScope.choices), required=False,
+                                   max_length=len(TokenScope.values),
+                                   help_text="Narrow the key: ingest, read; empty or absent: the account's rights.")
+
+    def validate_expires_at(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("It is in the past.")
+        return value
 
 
-class TokenSerializer(serializers.Serializer):
+class TokenSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username")
     role = serializers.SerializerMethodField()
-    created_at = serializers.DateTimeField(source="created")
+    scopes = serializers.ListField(source="scope_list", child=serializers.CharField(),
+                                   help_text="Empty: the account's full rights.")
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "username", "role", "name", "prefix", "scopes", "created_at", "last_used_at", "expires_at"]
 
     def get_role(self, token) -> str | None:
         account = getattr(token.user, "account", None)
@@ -20,7 +39,14 @@ class TokenSerializer(serializers.Serializer):
 
 
 class TokenIssuedSerializer(TokenSerializer):
-    token = serializers.CharField(source="key", help_text="The new key; shown this once.")
+    token = serializers.CharField(source="secret", help_text="The new key; shown this once, never again.")
+
+    class Meta(TokenSerializer.Meta):
+        fields = [*TokenSerializer.Meta.fields, "token"]
+
+
+class TokenListQuerySerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150, required=False, help_text="Only this account's keys.")
 
 
 class AuditQuerySerializer(serializers.Serializer):

@@ -5,11 +5,12 @@ from datetime import datetime, timedelta
 import structlog
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
-from accounts.models import Account, AuditEvent, LoginFailure, Membership, Role
+from accounts import tokens
+from accounts.models import Account, ApiToken, AuditEvent, LoginFailure, Membership, Role
 from accounts.selectors import login_lockout_seconds
 from common.errors import DomainError
 
@@ -18,9 +19,10 @@ log = structlog.get_logger(__name__)
 
 @transaction.atomic
 def account_upsert(*, username: str, role: str, projects=(), password: str | None = None,
-                   actor=None) -> tuple[object, str]:
+                   actor=None) -> tuple[object, str | None]:
     """Create or update a user with this role and these project memberships; return the
-    user and their API token (the same token on every call, until it is revoked)."""
+    user and, when this call made them their first key (a new account, or one whose keys
+    were all revoked), that key. Keys are shown once: an account that has one gets None."""
     if role not in Role.values:
         raise DomainError("invalid_role", f"Unknown role '{role}'; one of {', '.join(Role.values)}.")
     User = get_user_model()
@@ -42,30 +44,103 @@ def account_upsert(*, username: str, role: str, projects=(), password: str | Non
         audit_record(actor=actor, action="account.create", target=username, details={"role": role})
     for project in projects:
         membership_add(user=user, project=project, actor=actor)
-    token, token_created = Token.objects.get_or_create(user=user)
-    if token_created and not created:
-        # A new user's token is part of account.create; a returning one's is worth a line.
-        audit_record(actor=actor, action="token.create", target=username)
-    return user, token.key
+    if ApiToken.objects.filter(user=user).exists():
+        return user, None
+    # A new user's key is part of account.create; a returning one's is worth a line.
+    token = _token_create(user=user, name=ApiToken.DEFAULT_NAME, expires_at=None, scopes=(),
+                          actor=actor if not created else None, audit=not created)
+    return user, token.secret
 
 
-@transaction.atomic
-def token_issue(*, user, actor=None) -> Token:
-    """Give a user a new API token, revoking the one they had: the old key stops working at
-    once on this worker, within FLYWHEEL_ACCESS_CACHE_SECONDS on the others."""
-    rotated = Token.objects.filter(user=user).delete()[0] > 0
-    token = Token.objects.create(user=user)
-    audit_record(actor=actor, action="token.rotate" if rotated else "token.create", target=user.username)
+def _token_create(*, user, name: str, expires_at: datetime | None, scopes, actor, audit: bool,
+                  action: str = "token.create") -> ApiToken:
+    secret = tokens.key_generate()
+    token = ApiToken.objects.create(user=user, name=name, prefix=tokens.key_prefix(secret),
+                                    digest=tokens.key_digest(secret), expires_at=expires_at,
+                                    scopes=",".join(sorted(set(scopes))))
+    token.secret = secret  # on this object only, for the one answer that shows it
+    if audit:
+        audit_record(actor=actor, action=action, target=user.username, details=_token_details(token))
     return token
 
 
+def _token_details(token: ApiToken) -> dict:
+    return {"token_id": token.pk, "name": token.name, "prefix": token.prefix, "scopes": token.scope_list,
+            "expires_at": token.expires_at.isoformat() if token.expires_at else None}
+
+
+@transaction.atomic
+def token_issue(*, user, actor=None, name: str | None = None, expires_at: datetime | None = None,
+                scopes=()) -> ApiToken:
+    """Make a new API key for a user; its secret is on the returned object (`secret`) and
+    nowhere else. Without a name it replaces the account's default key, which stops working
+    at once on this worker, within FLYWHEEL_ACCESS_CACHE_SECONDS on the others. With a name
+    it is added beside the account's other keys: how an app rotates without an outage."""
+    if expires_at is not None and expires_at <= timezone.now():
+        raise DomainError("invalid", "Invalid expires_at: it is in the past.",
+                          fields={"expires_at": ["It is in the past."]})
+    if name is None or name == ApiToken.DEFAULT_NAME:
+        rotated = ApiToken.objects.filter(user=user, name=ApiToken.DEFAULT_NAME).delete()[0] > 0
+        return _token_create(user=user, name=ApiToken.DEFAULT_NAME, expires_at=expires_at, scopes=scopes,
+                             actor=actor, audit=True, action="token.rotate" if rotated else "token.create")
+    try:
+        with transaction.atomic():  # two requests for the same name: the constraint decides
+            return _token_create(user=user, name=name, expires_at=expires_at, scopes=scopes, actor=actor,
+                                 audit=True)
+    except IntegrityError:
+        raise DomainError("invalid", f"Invalid name: '{user.username}' already has a token named '{name}'.",
+                          fields={"name": [f"'{user.username}' already has a token with this name."]}) from None
+
+
+@transaction.atomic
 def token_revoke(*, user, actor=None) -> bool:
-    """Revoke a user's API token; a later token_issue or account_upsert makes a new one.
-    False when there was none."""
-    deleted, _ = Token.objects.filter(user=user).delete()
-    if deleted:
-        audit_record(actor=actor, action="token.revoke", target=user.username)
-    return bool(deleted)
+    """Revoke all of a user's API keys; a later token_issue or account_upsert makes a new
+    one. False when there was none."""
+    revoked = list(ApiToken.objects.filter(user=user).order_by("name"))
+    if not revoked:
+        return False
+    ApiToken.objects.filter(pk__in=[t.pk for t in revoked]).delete()
+    audit_record(actor=actor, action="token.revoke", target=user.username,
+                 details={"tokens": [_token_details(t) for t in revoked]})
+    return True
+
+
+@transaction.atomic
+def token_revoke_one(*, token: ApiToken, actor=None) -> None:
+    """Revoke one key, leaving the account's others working."""
+    details = _token_details(token)
+    token.delete()
+    audit_record(actor=actor, action="token.revoke", target=token.user.username, details=details)
+
+
+@transaction.atomic
+def token_uses_record(*, uses: dict[int, datetime], min_interval: float) -> list[int]:
+    """Write when keys were last used (from token_use, once a minute): one UPDATE for all
+    of them, skipping a key another process wrote less than `min_interval` seconds ago.
+    A key's first use goes to the audit log. Returns the ids of first uses."""
+    if not uses:
+        return []
+    firsts = list(ApiToken.objects.select_for_update().select_related("user")
+                  .filter(pk__in=uses, last_used_at__isnull=True).order_by("pk"))
+    oldest_kept = timezone.now() - timedelta(seconds=min_interval)
+    ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=oldest_kept), pk__in=uses).update(
+        last_used_at=Case(*(When(pk=pk, then=Value(at)) for pk, at in uses.items())))
+    for token in firsts:
+        audit_record(actor=token.user, action="token.first_use", target=token.user.username,
+                     details=_token_details(token))
+    return [t.pk for t in firsts]
+
+
+@transaction.atomic
+def tokens_expired_record(*, now: datetime | None = None) -> int:
+    """Put each key that has expired since the last call in the audit log, once."""
+    now = now or timezone.now()
+    expired = list(ApiToken.objects.select_for_update(skip_locked=True).select_related("user")
+                   .filter(expires_at__lte=now, expiry_recorded=False).order_by("expires_at"))
+    for token in expired:
+        audit_record(actor=None, action="token.expire", target=token.user.username, details=_token_details(token))
+    ApiToken.objects.filter(pk__in=[t.pk for t in expired]).update(expiry_recorded=True)
+    return len(expired)
 
 
 def membership_add(*, user, project, actor=None) -> None:

@@ -2,10 +2,9 @@
 membership or a project clears this worker's cached answers at once."""
 
 from django.db.models.signals import post_delete, post_save
-from rest_framework.authtoken.models import Token
 
 from accounts.authentication import token_cache
-from accounts.models import Account, Membership
+from accounts.models import Account, ApiToken, Membership
 from accounts.selectors import project_cache
 from common.ttlcache import TTLCache
 
@@ -24,6 +23,6 @@ def clear_access_caches(**kwargs) -> None:
 
 
 def connect() -> None:
-    for sender in (Token, Account, Membership, "auth.User", "flywheel.Project"):
+    for sender in (ApiToken, Account, Membership, "auth.User", "flywheel.Project"):
         post_save.connect(clear_access_caches, sender=sender, dispatch_uid=f"access-cache-save-{sender}")
         post_delete.connect(clear_access_caches, sender=sender, dispatch_uid=f"access-cache-delete-{sender}")

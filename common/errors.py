@@ -125,7 +125,9 @@ def error_for(exc: BaseException) -> ErrorResponse | None:
     if not isinstance(exc, exceptions.APIException):
         return None
     headers = {}
-    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    # A subclass may name a finer code (an expired token, a key's scope) than its family's.
+    code = getattr(exc, "api_code", None) or next(
+        (c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
     status_code = exc.status_code
     if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         status_code = 401

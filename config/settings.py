@@ -277,6 +277,8 @@ FLYWHEEL_WEBHOOK_ALLOW_LOOPBACK = env.bool("FLYWHEEL_WEBHOOK_ALLOW_LOOPBACK", de
 # Seconds a worker reuses a token's user and a project it looked up. Revoking a token or
 # changing a project reaches the other workers within this time.
 FLYWHEEL_ACCESS_CACHE_SECONDS = env.float("FLYWHEEL_ACCESS_CACHE_SECONDS", default=2.0)
+# A key's last-used time is written at most this often (per key), off the request's path.
+FLYWHEEL_TOKEN_LAST_USED_SECONDS = env.float("FLYWHEEL_TOKEN_LAST_USED_SECONDS", default=60.0)
 
 # --- Labeling -----------------------------------------------------------------------------------
 
@@ -304,6 +306,8 @@ FLYWHEEL_RETRAINING_CHECK_SECONDS = env.float("FLYWHEEL_RETRAINING_CHECK_SECONDS
 # Periodic work (Celery beat); every entry's task is safe to run twice and to miss a beat.
 CELERY_BEAT_SCHEDULE = {
     "labeling.leases_sweep": {"task": "labeling.leases_sweep", "schedule": 60.0},
+    # API keys that have expired go to the audit log (they are refused from their expiry on).
+    "accounts.tokens_expired_record": {"task": "accounts.tokens_expired_record", "schedule": 300.0},
     # Dataset builds whose worker died are requeued (or failed after repeated losses).
     "flywheel.datasets.sweep_stale_builds": {"task": "flywheel.datasets.sweep_stale_builds", "schedule": 300.0},
     # Drift monitoring: profiles trail ingestion by a minute; each project is checked once per

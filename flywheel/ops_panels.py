@@ -2,6 +2,7 @@
 it registers them with monitoring (which must not import labeling or flywheel). One data
 function per panel; the shapes are in monitoring.hooks.Panel."""
 
+from accounts import selectors as accounts_selectors
 from flywheel.ingest import selectors as ingest_selectors
 from flywheel.training import selectors as training_selectors
 from labeling import selectors as labeling_selectors
@@ -108,6 +109,15 @@ def champion_history(project) -> dict:
             "empty": "No model has been promoted yet."}
 
 
+def keys_expiring(project) -> dict:
+    rows = [[t.user.username, t.name, f"{t.prefix}…", ", ".join(t.scope_list) or "full",
+             t.expires_at.strftime("%Y-%m-%d %H:%M"),
+             t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"]
+            for t in accounts_selectors.tokens_expiring(project_id=project.pk)[:50]]
+    return {"total": len(rows), "columns": ["account", "key", "prefix", "scopes", "expires (UTC)", "last used"],
+            "rows": rows, "empty": "No member's API key expires in the next 7 days."}
+
+
 def register() -> None:
     panel_register(Panel(key="accuracy", title="Estimated accuracy per model version", data=accuracy,
                          kind="interval", order=30,
@@ -123,5 +133,9 @@ def register() -> None:
                          order=55, help="Promotions and rollbacks, with who or what made them."))
     panel_register(Panel(key="queue_depth", title="Queue depth by reason", data=queue_depth, kind="stacked_bar",
                          order=10, help="Tasks waiting for a person, by why they were routed."))
+    panel_register(Panel(key="keys_expiring", title="API keys expiring within 7 days", data=keys_expiring,
+                         kind="table", order=60,
+                         help="Keys of this project's members that stop working soon: add the next one, deploy "
+                              "it, then revoke the old one."))
     panel_register(Panel(key="labels_per_day", title="Labels per day", data=labels_per_day, kind="bar", order=20,
                          help="Resolved labels over the last 30 days (UTC)."))

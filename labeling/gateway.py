@@ -16,7 +16,7 @@ logins (the web workspace) and under WSGI.
 import re
 
 from accounts import roles
-from accounts.selectors import token_user_with_role
+from accounts.authentication import token_user_with_role
 from common.gateway import (
     RunSync,
     database_threads,

@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Role
-from accounts.services import account_upsert
+from accounts.services import account_upsert, token_issue
 from flywheel.ingest import profiling
 from flywheel.ingest.services import feedback_ingest, predictions_ingest
 from flywheel.ingest.validation import FeedbackInput, PredictionInput
@@ -109,7 +109,9 @@ def demo_setup(*, initial: int = 150, gold: int = 120, traffic: int = 600, seed:
         passwords = _passwords()
         credentials = []
         for name, role in DEMO_USERS:
-            _, token = account_upsert(username=name, role=role, projects=[project], password=passwords[name])
+            user, token = account_upsert(username=name, role=role, projects=[project], password=passwords[name])
+            # A key is shown once: a demo run again gives its people fresh ones.
+            token = token or token_issue(user=user).secret
             credentials.append((name, role, passwords[name], token))
     bot, _ = account_upsert(username="demo-labeler", role=Role.ANNOTATOR, projects=[project])
 

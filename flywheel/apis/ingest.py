@@ -35,6 +35,7 @@ class PredictionListApi(APIView):
     service and error body."""
 
     permission_classes = [IsAuthenticated, role_in(roles.INGEST)]
+    token_ingest_methods = frozenset({"POST"})  # what a key with the ingest scope may do here
 
     @extend_schema(
         request=PolymorphicProxySerializer(
@@ -67,6 +68,7 @@ class PredictionDetailApi(APIView):
 
 class FeedbackListApi(APIView):
     permission_classes = [IsAuthenticated, role_in(roles.INGEST)]
+    token_ingest_methods = frozenset({"POST"})  # what a key with the ingest scope may do here
 
     @extend_schema(
         request=PolymorphicProxySerializer(component_name="FeedbackOrBatch",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from accounts import roles
-from accounts.selectors import token_project_access
+from accounts.authentication import token_in_force, token_project_access
 from accounts.signals import register_access_cache
 from common.gateway import (
     RunSync,
@@ -90,8 +90,11 @@ class IngestGateway:
         """The user and project of a request, from the access cache or the database."""
         cached = self.access.get((token, slug))
         if cached is None:
-            cached = await self.run_sync(token_project_access, token=token, slug=slug, allowed_roles=roles.INGEST)
+            cached = await self.run_sync(token_project_access, token=token, slug=slug, allowed_roles=roles.INGEST,
+                                         method="POST", ingest=True)
             self.access.set((token, slug), cached)
+        else:
+            token_in_force(cached[0])  # a cached key still expires on time and is still noted as used
         return cached
 
     async def _ingest(self, project, items, batch: bool) -> IngestResult:

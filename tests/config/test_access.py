@@ -14,7 +14,8 @@ import pytest
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from accounts.models import Role
+from accounts.models import ApiToken, Role
+from accounts.services import token_issue
 from flywheel.models import Project
 from monitoring import services as monitoring_services
 from sim.demo import digit_png
@@ -117,6 +118,10 @@ ENDPOINTS = [
              body={"username": "m-bystander"}),
     Endpoint("DELETE", "/api/v1/accounts/tokens/{me}/", EVERYONE, ok=204, member_scoped=False),
     Endpoint("DELETE", "/api/v1/accounts/tokens/{bystander}/", {"admin"}, ok=204, member_scoped=False),
+    # One key by id: anyone their own; someone else's is as unknown to them as a missing one.
+    Endpoint("DELETE", "/api/v1/accounts/tokens/id/{my_key}/", EVERYONE, ok=204, member_scoped=False),
+    Endpoint("DELETE", "/api/v1/accounts/tokens/id/{bystander_key}/", EVERYONE, member_scoped=False,
+             ok={role: 204 if role == "admin" else 404 for role in EVERYONE}),
     Endpoint("GET", "/api/v1/projects/{slug}/audit/", {"ops", "admin"}),
     Endpoint("GET", "/api/v1/audit/", {"admin"}, member_scoped=False),
     # --- Web pages (session). Members of one project are sent straight to it (302); the
@@ -249,9 +254,8 @@ def _client(endpoint: Endpoint, role: str, accounts):
     return client
 
 
-@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=repr)
-@pytest.mark.parametrize("role", ROLES)
-def test_access_matrix(accounts, endpoint, role):
+def _call(endpoint: Endpoint, role: str, accounts, client):
+    """Set up what the row needs and make its request as `role` with `client`."""
     task = None
     if endpoint.setup in ("prediction", "task"):
         image = digit_png(np.zeros(64))
@@ -262,25 +266,54 @@ def test_access_matrix(accounts, endpoint, role):
         task = response.json()["results"][0]["task_id"]
     elif endpoint.setup == "datasets":
         _datasets()
+    me = accounts[role][0]
     context = {"slug": "digits", "other": "elsewhere", "task": task, "name": "run-1", "bystander": "m-bystander",
-               "me": accounts[role][0].username if accounts[role][0] else "m-nobody"}
+               "me": me.username if me else "m-nobody",
+               "my_key": ApiToken.objects.filter(user=me).values_list("pk", flat=True).first() if me else 999999,
+               "bystander_key": ApiToken.objects.get(user__username="m-bystander").pk}
     if endpoint.setup == "training":
         context["run"] = _training_run()
     if endpoint.setup == "drift_report":
         context["report"] = monitoring_services.drift_check_run(project=Project.objects.get(slug="digits")).pk
-    client = _client(endpoint, role, accounts)
     path = endpoint.path.format(**context)
     if endpoint.kind == "api":
-        response = client.generic(endpoint.method, path, _json(endpoint.body), content_type="application/json")
-    else:
-        response = client.generic(endpoint.method, path, _form(endpoint.body),
-                                  content_type="application/x-www-form-urlencoded")
+        return client.generic(endpoint.method, path, _json(endpoint.body), content_type="application/json")
+    return client.generic(endpoint.method, path, _form(endpoint.body),
+                          content_type="application/x-www-form-urlencoded")
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=repr)
+@pytest.mark.parametrize("role", ROLES)
+def test_access_matrix(accounts, endpoint, role):
+    response = _call(endpoint, role, accounts, _client(endpoint, role, accounts))
     expected = expected_status(endpoint, role)
     assert response.status_code == expected, response.content[:300]
     if endpoint.kind == "api" and response.status_code >= 400:
         assert response.json()["error"]["code"]
     if endpoint.kind == "page" and expected == 302 and (role == "anonymous" or role.startswith("app")):
         assert response["Location"].startswith(("/accounts/login/?next=", "/admin/login/?next="))
+
+
+# What a key with the ingest scope may do besides GETs of a read key: log predictions and feedback.
+INGEST_ROUTES = {("POST", "/api/v1/projects/{slug}/predictions/"), ("POST", "/api/v1/projects/{slug}/feedback/")}
+
+
+@pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e.kind == "api"], ids=repr)
+@pytest.mark.parametrize("scope", ["read", "ingest"])
+def test_a_scoped_key_does_only_what_its_scope_allows(accounts, endpoint, scope):
+    """The admin may do everything, so whatever its scoped key is refused, the scope refused."""
+    admin = accounts["admin"][0]
+    ApiToken.objects.filter(user=admin).delete()  # {my_key} is then the scoped key
+    key = token_issue(user=admin, name=f"only-{scope}", scopes=[scope]).secret
+
+    response = _call(endpoint, "admin", accounts, factories.api_client(key))
+
+    allowed = endpoint.method == "GET" if scope == "read" else (endpoint.method, endpoint.path) in INGEST_ROUTES
+    if allowed:
+        assert response.status_code == expected_status(endpoint, "admin"), response.content[:300]
+    else:
+        assert response.status_code == 403, response.content[:300]
+        assert response.json()["error"]["code"] == "scope"
 
 
 def _form(body):

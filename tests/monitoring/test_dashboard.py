@@ -237,3 +237,22 @@ def test_the_dashboard_shows_accuracy_calibration_and_feedback(client, app_clien
     assert "Audit sample and calibration" in html and "75.0% (" in html and "70.0% (" in html
     feedback = {d["label"]: d["data"] for d in panels["feedback"]["chart"]["datasets"]}
     assert feedback == {"v1 corrected (%)": [5.0], "v1 rejected (%)": [5.0]}
+
+
+def test_the_dashboard_lists_the_members_keys_that_expire_within_a_week(client, project, other_project):
+    from accounts.services import token_issue
+
+    app, _ = factories.user_with_role(Role.APP, project, username="checkout")
+    stranger, _ = factories.user_with_role(Role.APP, other_project, username="elsewhere-app")
+    now = datetime.now(UTC)
+    token_issue(user=app, name="soon", expires_at=now + timedelta(days=2), scopes=["ingest"])
+    token_issue(user=app, name="later", expires_at=now + timedelta(days=30))
+    token_issue(user=stranger, name="soon", expires_at=now + timedelta(days=1))
+    login(client, Role.OPS, project)
+
+    html = client.get("/ops/digits/").content.decode()
+
+    assert "API keys expiring within 7 days" in html
+    table = html.split("API keys expiring within 7 days")[1].split("</table>")[0]
+    assert "checkout" in table and ">soon<" in table and "ingest" in table
+    assert ">later<" not in table and "elsewhere-app" not in html

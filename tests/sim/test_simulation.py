@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management import call_command
 
 from accounts.models import Role
-from accounts.services import account_upsert
+from accounts.services import account_upsert, token_issue
 from flywheel.datasets.selectors import dataset_pull
 from flywheel.models import DatasetVersion, Project, TrainingRun
 from flywheel.training.trainers import load_model
@@ -43,8 +43,8 @@ def test_a_short_simulation_retrains_detects_the_shift_and_keeps_verifiable_data
                      initial_labels=SMALL.initial_labels, gold=SMALL.gold, test=SMALL.test, seed=SMALL.seed,
                      strategy="uncertainty", url=service.url, plot=str(plot), quiet=True)
         project = Project.objects.get(slug__startswith="sim-uncertainty-")
-        _, token = account_upsert(username="sim-ops", role=Role.OPS)
-        ops = Client(service.url, token)
+        ops_user, _ = account_upsert(username="sim-ops", role=Role.OPS)
+        ops = Client(service.url, token_issue(user=ops_user).secret)  # keys are shown once: a new one
         models = {m["name"]: m for m in ops.models(project.slug)}
         first, final = (load_model(content, sha256=sha256) for content, sha256 in (
             ops.model_artifact(project.slug, name) for name in ("run-1", ops.champion(project.slug)["name"])))

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
 
 from accounts.models import Role
-from accounts.services import account_upsert
+from accounts.services import account_upsert, token_issue
 from common.logging import logs_to_file
 from flywheel.models import Project
 from flywheel_client import Client
@@ -60,7 +60,7 @@ def simulation_clients(url: str, slug: str, *, seed: int | None = None) -> tuple
     slugs: dataset manifests are never overwritten). With a `seed`, the project's audit
     salt comes from it: the audit sample, which is all random routing labels, is then the
     same in every run of that seed instead of a new draw each time."""
-    _, ops_token = account_upsert(username="sim-ops", role=Role.OPS)
+    ops_token = _key("sim-ops", Role.OPS)
     for old in Project.objects.filter(slug__startswith=slug.rsplit("-", 2)[0] + "-"):
         old.delete()
     ops = Client(url, ops_token)
@@ -69,9 +69,15 @@ def simulation_clients(url: str, slug: str, *, seed: int | None = None) -> tuple
     if seed is not None:
         Project.objects.filter(slug=slug).update(audit_salt=f"simulation-seed-{seed}")
     project = Project.objects.get(slug=slug)
-    _, app_token = account_upsert(username="sim-app", role=Role.APP, projects=[project])
-    _, annotator_token = account_upsert(username="sim-annotator", role=Role.ANNOTATOR, projects=[project])
+    app_token = _key("sim-app", Role.APP, project)
+    annotator_token = _key("sim-annotator", Role.ANNOTATOR, project)
     return ops, Client(url, app_token), Client(url, annotator_token)
+
+
+def _key(username: str, role: str, *projects) -> str:
+    """A working key for a simulation account: keys are shown once, so a returning one gets a new one."""
+    user, key = account_upsert(username=username, role=role, projects=projects)
+    return key or token_issue(user=user).secret
 
 
 class _HelpFormatter(DjangoHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

@@ -5,7 +5,7 @@ Prints claims per second, p50/p99 claim latency, and the double claims found (a 
 held by two annotators at once), counted from the claims seen and from the database.
 Targets: p99 claim latency under 25 ms, zero double claims.
 
-    python bench/queue.py [--tasks 5000] [--annotators 32] [--think-ms 0] [--repeat 3]
+    python bench/claims.py [--tasks 5000] [--annotators 32] [--think-ms 0] [--repeat 3]
 
 --think-ms gives each annotator a pause per task (a person takes seconds); 0 runs flat out.
 A person's pause varies: each one is drawn between half and one and a half times --think-ms,
@@ -20,8 +20,8 @@ connections and prepares its statements, once per worker, not what a claim costs
 import os
 import sys
 
-# Run as `python bench/queue.py`, Python puts bench/ first on the path, where this file would
-# shadow the standard library's queue module: put the repository there instead.
+# Run as `python bench/claims.py`, Python puts bench/ first on the path: put the repository
+# there instead, so the project's packages import.
 sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import argparse  # noqa: E402
