@@ -53,3 +53,14 @@ def logs_to_file(path: Path) -> Iterator:
         finally:
             for handler, original in handlers:
                 handler.setStream(original)
+
+
+class ClientErrorsWithoutTraceback(logging.Filter):
+    """Drops the traceback Django attaches to a refused request's log line (PermissionDenied,
+    Http404): a 4xx is the client's doing, not a bug to debug; the line itself stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if 400 <= getattr(record, "status_code", 500) < 500:
+            record.exc_info = None
+            record.exc_text = None
+        return True

@@ -62,6 +62,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "config.context_processors.navigation",
             ],
         },
     },
@@ -249,7 +250,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # A refused request (403, 404) is one warning line, not a traceback: it is the
+    # client's doing, and tracebacks are kept for bugs.
+    "filters": {"client_errors_without_traceback": {"()": "common.logging.ClientErrorsWithoutTraceback"}},
+    "loggers": {"django.db.backends": {"level": "INFO"},
+                "django.request": {"filters": ["client_errors_without_traceback"]}},
 }
 
 from common.logging import configure_structlog  # noqa: E402  (needs LOG_FORMAT above)

@@ -21,6 +21,7 @@ urlpatterns = [
     path("", include("labeling.web_urls")),
     path("api/v1/", include("monitoring.urls")),
     path("api/v1/", include("accounts.urls")),
+    path("ops/", include("flywheel.page_urls")),
     path("ops/", include("monitoring.page_urls")),
     # One sign-in page for everyone: the admin's own would be a way around the lockout.
     path("admin/login/", RedirectView.as_view(url="/accounts/login/", query_string=True), name="admin-login"),

@@ -164,7 +164,7 @@ class TaskReviewApi(APIView):
         answers.task_access_check(request.user, task_id)
         data = answers.valid_input(ReviewInputSerializer, request.data)
         task = services.task_review(task_id=task_id, reviewer=request.user, verdict=data["verdict"],
-                                    label=data.get("label"))
+                                    label=data.get("label"), reason=data["reason"])
         return Response({"task": {"id": task.pk, "status": task.status, "round": task.round}})
 
 

@@ -174,6 +174,8 @@ class Review(models.Model):
     round = models.PositiveSmallIntegerField()
     verdict = models.CharField(max_length=8, choices=Verdict.choices)
     label = models.CharField(max_length=64, blank=True, help_text="The label the reviewer accepted.")
+    reason = models.CharField(max_length=500, blank=True,
+                              help_text="Why the reviewer decided so (with a reject: what the annotators missed).")
     created_at = models.DateTimeField(auto_now_add=True)
 
 

@@ -325,3 +325,15 @@ def labels_resolved_since(*, project_id: int, since: datetime | None) -> int:
     if since is not None:
         labels = labels.filter(created_at__gt=since)
     return labels.count()
+
+
+def queue_age_by_reason(*, project_id: int, now: datetime | None = None) -> list[dict]:
+    """Per reason, the tasks waiting for a person (open or leased, gold aside) and how long
+    the oldest has waited, in seconds: a queue that grows old is a queue nobody works."""
+    from django.db.models import Count, Min
+
+    now = now or timezone.now()
+    rows = (Task.objects.filter(project_id=project_id, status__in=QUEUE_STATUSES).exclude(reason=TaskReason.GOLD)
+            .values("reason").annotate(n=Count("id"), oldest=Min("created_at")).order_by("reason"))
+    return [{"reason": row["reason"], "label": TaskReason(row["reason"]).label, "waiting": row["n"],
+             "oldest_age_s": (now - row["oldest"]).total_seconds()} for row in rows]

@@ -81,6 +81,9 @@ class ReviewInputSerializer(serializers.Serializer):
     verdict = serializers.ChoiceField(choices=Verdict.choices)
     label = serializers.CharField(max_length=64, required=False,
                                   help_text="With accept: the label to keep (default: the annotators' majority).")
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="",
+                                   help_text="Why: kept with the review and in the audit log (most useful with a "
+                                             "reject, to say what the annotators missed).")
 
 
 class GoldInputSerializer(serializers.Serializer):

@@ -370,10 +370,11 @@ def _refresh_capacity(task: Task, now: datetime) -> None:
 
 
 @transaction.atomic
-def task_review(*, task_id: int, reviewer, verdict: str, label: str | None = None) -> Task:
+def task_review(*, task_id: int, reviewer, verdict: str, label: str | None = None, reason: str = "") -> Task:
     """A reviewer settles a task. Accept resolves its label (the one given, else the
     annotators' majority); reject puts it back in the queue for a new round of annotations
-    and withdraws any label it had resolved."""
+    and withdraws any label it had resolved. `reason` is kept with the review and in the
+    audit log: a rejected round is traced back to why."""
     task = _locked_task(task_id)
     if task.reason == TaskReason.GOLD:
         raise Conflict("not_reviewable", "Gold tasks measure annotators; they are not reviewed.")
@@ -382,7 +383,8 @@ def task_review(*, task_id: int, reviewer, verdict: str, label: str | None = Non
     if label is not None and label not in task.project.labels:
         raise DomainError("invalid", f"'{label}' is not in the project's label set.",
                           fields={"label": ["Not in the project's label set."]})
-    Review.objects.create(task=task, reviewer=reviewer, round=task.round, verdict=verdict, label=label or "")
+    Review.objects.create(task=task, reviewer=reviewer, round=task.round, verdict=verdict, label=label or "",
+                          reason=reason)
     before = Label.objects.filter(prediction_id=task.prediction_id, is_current=True).values_list(
         "label", flat=True).first()
     if verdict == Verdict.ACCEPT:
@@ -408,7 +410,7 @@ def task_review(*, task_id: int, reviewer, verdict: str, label: str | None = Non
     # training label is traced back to.
     audit_record(actor=reviewer, action="label.review", project_id=task.project_id, target=str(task.prediction_id),
                  details={"task": task.pk, "verdict": verdict, "from": before,
-                          "to": label if verdict == Verdict.ACCEPT else None})
+                          "to": label if verdict == Verdict.ACCEPT else None, "reason": reason})
     log.info("labeling.reviewed", task=task.pk, verdict=verdict, label=label)
     return task
 

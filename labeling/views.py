@@ -14,16 +14,18 @@ from accounts import roles
 from accounts.selectors import project_get_for_user, projects_for_user, user_role
 from common.errors import DomainError
 from labeling import selectors, services
-from labeling.models import Verdict
+from labeling.serializers import ReviewInputSerializer
 
-RESERVED_KEYS = {"s", "u"}  # skip, undo
+RESERVED_KEYS = frozenset({"s", "u"})  # /label/: skip, undo
+REVIEW_KEYS = frozenset({"r"})  # /review/: reject (with a reason)
 # The group workspace also splits with x (and moves between members with j and k).
-GROUP_RESERVED_KEYS = {"u", "x", "j", "k"}
+GROUP_RESERVED_KEYS = frozenset({"u", "x", "j", "k"})
 
 
-def label_keys(labels: list[str], reserved: set[str] = RESERVED_KEYS) -> list[tuple[str, str | None]]:
+def label_keys(labels: list[str], reserved: frozenset[str] = RESERVED_KEYS) -> list[tuple[str, str | None]]:
     """(label, key) pairs. Labels that are single characters are their own keys (the digit
-    7 for the label "7"); otherwise keys are given in order: 1-9, 0, then letters."""
+    7 for the label "7"); otherwise keys are given in order: 1-9, 0, then letters, leaving
+    out the page's command keys."""
     if all(len(label) == 1 for label in labels) and len({label.lower() for label in labels}) == len(labels) \
             and not reserved & {label.lower() for label in labels}:
         return [(label, label.lower()) for label in labels]
@@ -110,14 +112,18 @@ def review_list(request, slug):
     _require(request, roles.REVIEW)
     project = _project(request, slug)
     if request.method == "POST":
-        task_id = request.POST.get("task")
-        verdict = request.POST.get("verdict")
-        label = request.POST.get("label") or None
-        if not (task_id or "").isdigit() or verdict not in Verdict.values:
+        task_id = request.POST.get("task") or ""
+        # The API's own input serializer: the page and the API accept the same reviews.
+        review = ReviewInputSerializer(data={key: request.POST[key] for key in ("verdict", "label", "reason")
+                                             if request.POST.get(key)})
+        if not task_id.isdigit() or not review.is_valid():
             messages.error(request, "That review was not understood.")
         else:
+            verdict = review.validated_data["verdict"]
             try:
-                services.task_review(task_id=int(task_id), reviewer=request.user, verdict=verdict, label=label)
+                services.task_review(task_id=int(task_id), reviewer=request.user, verdict=verdict,
+                                     label=review.validated_data.get("label"),
+                                     reason=review.validated_data["reason"])
                 messages.success(request, f"Task {task_id}: {'accepted' if verdict == 'accept' else 'sent back'}.")
             except DomainError as exc:
                 messages.error(request, f"Task {task_id}: {exc.message}")
@@ -128,7 +134,9 @@ def review_list(request, slug):
         for annotation in task.round_annotations:
             votes[annotation.label] = votes.get(annotation.label, 0) + 1
         task.votes = sorted(votes.items(), key=lambda item: -item[1])
+    keys = label_keys(project.labels, reserved=REVIEW_KEYS)
     return render(request, "labeling/review.html", {
-        "project": project, "tasks": tasks, "area": "review",
+        "project": project, "tasks": tasks, "area": "review", "keys": keys,
+        "config": {"keys": {key: label for label, key in keys if key}},
         "queue": selectors.queue_depth(project_id=project.pk),
     })

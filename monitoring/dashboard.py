@@ -61,11 +61,18 @@ def drift_over_time(project) -> dict | None:
     history = selectors.drift_history(project=project, days=7)
     if not history["times"]:
         return None
-    peak = {name: max((v for v in values if v is not None), default=0.0) for name, values in history["series"].items()}
+    # Each field is judged against its own threshold (the practical one, or the chance level
+    # for its sample sizes), so one fixed line would sit under fields that did not drift:
+    # each point is the field's effect size over the threshold applied to it, and 1 is the line.
+    ratios = {name: [None if v is None or not t else v / t for v, t in zip(values, history["thresholds"][name],
+                                                                             strict=True)]
+              for name, values in history["series"].items()}
+    peak = {name: max((v for v in values if v is not None), default=0.0) for name, values in ratios.items()}
     ranked = sorted(peak, key=lambda name: -peak[name])
     return {
         "times": history["times"],
-        "series": [{"name": name, "values": history["series"][name], "drifted": history["drifted"][name],
+        "series": [{"name": name, "values": ratios[name], "effect": history["series"][name],
+                    "thresholds": history["thresholds"][name], "drifted": history["drifted"][name],
                     "hidden": i >= SHOWN_SERIES} for i, name in enumerate(ranked)],
         "threshold": 1.0,
         "checks": len(history["times"]),

@@ -7,4 +7,5 @@ from monitoring import views
 urlpatterns = [
     path("", views.ops_home, name="ops-home"),
     path("<slug:slug>/", views.ops_project, name="ops-project"),
+    path("<slug:slug>/drift/", views.ops_drift, name="ops-drift"),
 ]

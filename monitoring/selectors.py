@@ -171,6 +171,7 @@ def drift_history(*, project, days: int = 7, limit: int = 500) -> dict:
                                                "multivariate")[:limit]
     )[::-1]
     series: dict[str, list] = {}
+    thresholds: dict[str, list] = {}
     drifted: dict[str, list[bool]] = {}
     for i, report in enumerate(reports):
         results = [*report["features"], report["prediction"], *([report["confidence"]] if report["confidence"] else [])]
@@ -178,14 +179,16 @@ def drift_history(*, project, days: int = 7, limit: int = 500) -> dict:
             name = result["name"]
             if name not in series:
                 series[name] = [None] * len(reports)
+                thresholds[name] = [None] * len(reports)
                 drifted[name] = [False] * len(reports)
-            value, threshold = result["value"], result["threshold"]
+            value = result["value"]
             if result.get("type") == "multivariate" and value is not None:
                 value = abs(value - 1)  # a ratio of errors: 1 is no change
-            series[name][i] = value / threshold if value is not None and threshold else None
+            series[name][i] = value
+            thresholds[name][i] = result.get("threshold")
             drifted[name][i] = bool(result["drifted"])
-    return {"times": [r["window_end"].isoformat() for r in reports], "series": series, "drifted": drifted,
-            "report_ids": [r["id"] for r in reports]}
+    return {"times": [r["window_end"].isoformat() for r in reports], "series": series, "thresholds": thresholds,
+            "drifted": drifted, "report_ids": [r["id"] for r in reports]}
 
 
 def drifted_since(*, project, since) -> bool:

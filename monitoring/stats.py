@@ -272,10 +272,60 @@ def numeric_bins(reference: np.ndarray, edges: np.ndarray, quantiles: int = 10) 
         return math.inf if fine >= size - 1 else float(edges[fine - 1])
 
     coarse_edges = [lower(start) for start in starts] + [upper(last)]
-    labels = ["missing", f"< {_number(coarse_edges[0])}"]
-    labels += [f"{_number(a)} to {_number(b)}" for a, b in zip(coarse_edges, coarse_edges[1:], strict=False)]
-    labels.append(f"> {_number(coarse_edges[-1])}")
+    whole = all(math.isfinite(e) for e in coarse_edges) and _whole_numbers(present, edges, size)
+    labels = ["missing", *(_integer_labels(coarse_edges) if whole else _range_labels(coarse_edges))]
     return CoarseBins(mapping, labels, coarse_edges)
+
+
+def _whole_numbers(present: np.ndarray, edges: np.ndarray, size: int) -> bool:
+    """Whether the reference looks like whole numbers (pixel values, counts): every fine bin
+    it fills is narrower than 1 and holds an integer. Values with fractions would also fill
+    narrow bins that hold none."""
+    interior = [int(i) for i in present if UNDERFLOW < i < size - 1]
+    if not interior:
+        return False
+    for fine in interior:
+        low, high = float(edges[fine - 2]), float(edges[fine - 1])
+        if high - low >= 1 or math.ceil(low) >= high:
+            return False
+    return True
+
+
+def _integer_labels(coarse_edges: list[float]) -> list[str]:
+    """Bins of whole numbers named by the numbers they hold: "< 0", "0-1", "2", "> 16"."""
+    whole = [(math.ceil(low), math.ceil(high) - 1) for low, high in zip(coarse_edges, coarse_edges[1:], strict=False)]
+    labels = [f"< {_plain(whole[0][0])}"]
+    labels += [_plain(first) if first == last else f"{_plain(first)}–{_plain(last)}" for first, last in whole]
+    labels.append(f"> {_plain(whole[-1][1])}")
+    return labels
+
+
+def _range_labels(coarse_edges: list[float]) -> list[str]:
+    """Bins named by their edges, all rounded to the fewest decimals that keep them apart:
+    "4.5 to 5.0" instead of "4.52 to 4.98", "0 to 2" instead of "-0.0183 to 1.95"."""
+    finite = [e for e in coarse_edges if math.isfinite(e)]
+    decimals = 0
+    for decimals in range(-6, 12):  # noqa: B007 - the first that keeps every edge apart is kept
+        rounded = [round(e, decimals) for e in finite]
+        if all(a < b for a, b in zip(rounded, rounded[1:], strict=False)):
+            break
+
+    def text(value: float) -> str:
+        if not math.isfinite(value):
+            return _number(value)
+        return _plain(round(value, decimals), max(decimals, 0))
+
+    labels = [f"< {text(coarse_edges[0])}"]
+    labels += [f"{text(a)} to {text(b)}" for a, b in zip(coarse_edges, coarse_edges[1:], strict=False)]
+    labels.append(f"> {text(coarse_edges[-1])}")
+    return labels
+
+
+def _plain(value: float, decimals: int = 0) -> str:
+    """A number as people write it: thousands separated, no "-0"."""
+    if value == 0:
+        value = 0.0
+    return f"{value:,.{decimals}f}"
 
 
 def categorical_bins(reference: np.ndarray, categories: Sequence[str], size: int,

@@ -92,6 +92,13 @@ class DiffQuerySerializer(serializers.Serializer):
                                         help_text="Examples of each kind of change (0-100).")
 
 
+class DiffPairQuerySerializer(DiffQuerySerializer):
+    """The console's diff form: the two versions the API takes in its path, as fields."""
+
+    a = serializers.IntegerField(min_value=1, help_text="The first version.")
+    b = serializers.IntegerField(min_value=1, help_text="The second version.")
+
+
 class ExportQuerySerializer(serializers.Serializer):
     split = serializers.ChoiceField(choices=shards.SPLITS, required=False, help_text="Only this split.")
 

@@ -52,6 +52,17 @@ def champion_get(project: Project) -> ModelVersion | None:
     return alias.model_version if alias else None
 
 
+def rollback_target(project: Project) -> tuple[ModelVersion | None, ModelVersion | None]:
+    """The champion, and the version a rollback would put back: the one the champion
+    replaced when it was promoted. Rolling back twice walks further back instead of
+    toggling between two versions. The console shows it before ops confirm."""
+    current = champion_get(project)
+    last = ModelPromotion.objects.filter(project=project, model_version=current,
+                                         action=PromotionAction.PROMOTE).select_related(
+        "previous__dataset_version").first() if current else None
+    return current, (last.previous if last is not None else None)
+
+
 def alias_set(project: Project, alias: str, model_version: ModelVersion) -> None:
     ModelAlias.objects.update_or_create(project=project, alias=alias, defaults={"model_version": model_version})
 
@@ -92,24 +103,20 @@ def model_rollback(*, project: Project, actor=None, reason: str = "") -> ModelPr
     """Put back the champion the current one replaced: one call."""
     with transaction.atomic():
         Project.objects.select_for_update().filter(pk=project.pk).values_list("pk", flat=True).get()
-        current = champion_get(project)
-        # What the current champion replaced when it was promoted: rolling back twice walks
-        # further back instead of toggling between two versions.
-        last = ModelPromotion.objects.filter(project=project, model_version=current,
-                                             action=PromotionAction.PROMOTE).first() if current else None
-        if last is None or last.previous is None:
+        current, target = rollback_target(project)
+        if target is None:
             raise Conflict("nothing_to_roll_back", "There is no earlier champion to roll back to.")
-        alias_set(project, ModelAliasName.CHAMPION, last.previous)
+        alias_set(project, ModelAliasName.CHAMPION, target)
         promotion = ModelPromotion.objects.create(
-            project=project, action=PromotionAction.ROLLBACK, model_version=last.previous, previous=current,
+            project=project, action=PromotionAction.ROLLBACK, model_version=target, previous=current,
             actor=actor if getattr(actor, "pk", None) else None,
             actor_name=getattr(actor, "username", None) or "system", reason=reason,
         )
-        audit_record(actor=actor, action="model.rollback", project=project, target=last.previous.name,
+        audit_record(actor=actor, action="model.rollback", project=project, target=target.name,
                      details={"from": current.name, "reason": reason})
-        _reference_follow(project, last.previous, actor)
-        demoted = _stale_tasks_demote(project, last.previous)
-    log.info("model.rolled_back", demoted_tasks=demoted, project=project.slug, to=last.previous.name, frm=current.name)
+        _reference_follow(project, target, actor)
+        demoted = _stale_tasks_demote(project, target)
+    log.info("model.rolled_back", demoted_tasks=demoted, project=project.slug, to=target.name, frm=current.name)
     return promotion
 
 

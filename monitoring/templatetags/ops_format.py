@@ -34,3 +34,9 @@ def pvalue(value) -> str:
     if value < 1e-4:
         return "< 0.0001"
     return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+@register.filter
+def words(value) -> str:
+    """A machine code as people read it: 'not_significant' -> 'not significant'."""
+    return str(value or "").replace("_", " ")

@@ -106,3 +106,45 @@ def test_review_form_needs_the_csrf_token(project, disputed):
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     assert client.post("/review/digits/", {"task": task.pk, "verdict": "reject"}).status_code == 403
+
+
+def test_review_page_stores_the_reason_of_a_reject(project, disputed):
+    from labeling.models import Review
+
+    task, _ = disputed
+    _, client = logged_in(Role.REVIEWER, project)
+    html = client.get("/review/digits/").content.decode()
+    assert 'name="reason"' in html and "<kbd>R</kbd> reject with a reason" in html
+    client.post("/review/digits/", {"task": task.pk, "verdict": "reject", "reason": "the 3 has a closed top"})
+    review = Review.objects.get(task=task)
+    assert (review.verdict, review.reason) == ("reject", "the 3 has a closed top")
+    too_long = client.post("/review/digits/", {"task": task.pk, "verdict": "reject", "reason": "x" * 501}, follow=True)
+    assert "not understood" in too_long.content.decode() and Review.objects.count() == 1
+
+
+def test_people_see_only_the_areas_their_role_opens(project):
+    links = {}
+    for role in (Role.ANNOTATOR, Role.REVIEWER, Role.OPS):
+        _, client = logged_in(role, project)
+        html = client.get("/label/" if role == Role.ANNOTATOR else "/review/" if role == Role.REVIEWER else "/ops/",
+                          follow=True).content.decode()
+        nav = html.split('<nav class="nav"')[1].split("</nav>")[0]
+        links[role] = [area for area in ("Label", "Review", "Ops") if f">{area}</a>" in nav]
+    assert links[Role.ANNOTATOR] == ["Label"]
+    assert links[Role.REVIEWER] == ["Label", "Review"]
+    assert links[Role.OPS] == ["Label", "Review", "Ops"]
+
+
+def test_a_refused_page_has_the_sites_look_and_logs_no_traceback(project, caplog):
+    _, client = logged_in(Role.ANNOTATOR, project)
+    with caplog.at_level("WARNING", logger="django.request"):
+        response = client.get("/ops/")
+    html = response.content.decode()
+    assert response.status_code == 403 and 'data-testid="error-page"' in html and 'class="topbar"' in html
+    assert ">Label</a>" in html and ">Ops</a>" not in html
+    # The filter the settings attach to django.request drops the traceback of a 4xx.
+    from common.logging import ClientErrorsWithoutTraceback
+    records = [r for r in caplog.records if r.name == "django.request"]
+    assert records and all(ClientErrorsWithoutTraceback().filter(r) and r.exc_info is None for r in records)
+    missing = client.get("/label/nope/")
+    assert missing.status_code == 404 and 'data-testid="error-page"' in missing.content.decode()

@@ -3,6 +3,7 @@ a real browser (headless Chromium), with a screenshot kept in test-artifacts/.""
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
@@ -94,6 +95,16 @@ def test_the_dashboard_shows_drift_the_queue_and_labels(client, app_client, proj
     assert len(data["over_time"]["times"]) == 8
     f1 = next(s for s in data["over_time"]["series"] if s["name"] == "f1")
     assert f1["drifted"][-1] and not f1["drifted"][0]
+    # Each point is the field's effect size over the threshold its own check applied, and the drift
+    # line is 1: a drifted point lies on or above it, a stable one below, whatever the field.
+    assert data["over_time"]["threshold"] == 1.0
+    for series in data["over_time"]["series"]:
+        for ratio, effect, threshold, drifted in zip(series["values"], series["effect"], series["thresholds"],
+                                                  series["drifted"], strict=True):
+            if ratio is not None:
+                assert ratio == pytest.approx(effect / threshold)
+                if drifted:
+                    assert ratio >= 1.0
     assert data["predictions"]["labels"]["reference"] and len(data["predictions"]["confidence"]["labels"]) == 20
     panels = {p["key"]: p for p in data["panels"]}
     queue = panels["queue_depth"]["chart"]
@@ -101,6 +112,18 @@ def test_the_dashboard_shows_drift_the_queue_and_labels(client, app_client, proj
     assert {d["label"]: d["data"] for d in queue["datasets"]} == {"open": [32], "review": [8]}
     assert sum(panels["labels_per_day"]["chart"]["datasets"][0]["data"]) == 20
     assert 'data-field="f1"' in html and "Wasserstein / sd" in html
+
+
+def test_a_stable_fields_badge_says_why_in_words():
+    """The badge read 'notsignificant': the template cut the underscores out of the code."""
+    from django.template import Context, Template
+
+    template = Template('{% load ops_format %}{% for reason in reasons %}[{{ reason|words|default:"stable" }}]'
+                        '{% endfor %}')
+    rendered = template.render(Context({"reasons": ["not_significant", "below_threshold", "too_few", ""]}))
+    assert rendered == "[not significant][below threshold][too few][stable]"
+    source = (Path(__file__).resolve().parents[2] / "monitoring/templates/monitoring/ops.html").read_text()
+    assert 'field.reason|words' in source and 'cut:"_"' not in source
 
 
 def test_the_static_chart_library_and_stylesheet_are_served(client):

@@ -1,6 +1,7 @@
 """monitoring.stats against SciPy's own tests and distances on the same data or bins."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -83,6 +84,26 @@ def test_a_discrete_reference_gets_one_bin_per_value():
     grid = stats.AsinhGrid.from_sample(values)
     coarse = stats.numeric_bins(stats.histogram(grid.index(values), grid.size), grid.edges(), 10)
     assert list(coarse.merge(stats.histogram(grid.index(values), grid.size))) == [0, 0, 500, 300, 200, 0]
+
+
+def test_bins_of_whole_numbers_are_named_by_the_numbers_they_hold(rng):
+    """Pixel values 0-16: bins read "0–1", "2", "15–16", not "-0.0183 to 1.95"."""
+    values = rng.integers(0, 17, 5000).astype(float)
+    grid = stats.AsinhGrid.from_sample(values)
+    labels = stats.numeric_bins(stats.histogram(grid.index(values), grid.size), grid.edges(), 10).labels
+    assert labels[1] == "< 0" and labels[-1] == "> 16"
+    assert all(re.fullmatch(r"\d+(–\d+)?", label) for label in labels[2:-1]), labels
+    held = [int(n) for label in labels[2:-1] for n in label.split("–")]
+    assert held[0] == 0 and held[-1] == 16 and held == sorted(held)
+
+
+def test_bins_of_measurements_are_rounded_alike_and_kept_apart(rng):
+    values = rng.normal(5, 2, 5000)
+    grid = stats.AsinhGrid.from_sample(values)
+    labels = stats.numeric_bins(stats.histogram(grid.index(values), grid.size), grid.edges(), 10).labels
+    edges = [label.split(" to ") for label in labels[2:-1]]
+    assert all(re.fullmatch(r"-?\d+\.\d", edge) for pair in edges for edge in pair), labels
+    assert all(float(a) < float(b) for a, b in edges), labels
 
 
 def test_categorical_bins_keep_rare_and_unseen_apart():

@@ -32,11 +32,23 @@
     return {status: response.status, data};
   }
 
-  function toast(message) {
+  // A message about one task ("An end user ruled out 8", "Task 136 is back") is cleared as
+  // soon as another task is shown: left up, it reads as being about the new one.
+  function toast(message, aboutTask = null) {
     toastBox.textContent = message;
+    toastBox.dataset.task = aboutTask === null ? "" : String(aboutTask);
     toastBox.classList.add("show");
     clearTimeout(toast.timer);
     toast.timer = setTimeout(() => toastBox.classList.remove("show"), 2600);
+  }
+
+  function toastClearIfStale() {
+    const about = toastBox.dataset.task;
+    if (about && about !== (current ? String(current.id) : "")) {
+      clearTimeout(toast.timer);
+      toastBox.classList.remove("show");
+      toastBox.dataset.task = "";
+    }
   }
 
   async function claim() {
@@ -69,6 +81,7 @@
   }
 
   function render() {
+    toastClearIfStale();
     stage.replaceChildren();
     stage.dataset.task = current ? String(current.id) : "";
     labelButtons.forEach((button) => button.classList.remove("suggested", "chosen"));
@@ -119,7 +132,7 @@
   function submit(label) {
     if (!current) return;
     if ((current.prediction.ruled_out_labels || []).includes(label)) {
-      toast(`An end user ruled out "${label}" for this one.`);
+      toast(`An end user ruled out "${label}" for this one.`, current.id);
       return;
     }
     const task = current;
@@ -156,7 +169,7 @@
     current = data.task;
     render();
     refreshCounters();
-    toast(`Task ${task.id} is back: label it again.`);
+    toast(`Task ${task.id} is back: label it again.`, task.id);
   }
 
   async function refreshCounters() {

@@ -50,21 +50,22 @@
     });
   }
 
-  // Drift over time: effect size over threshold per field, drifted checks marked, 1 dashed.
+  // Drift over time: each field's effect size over the threshold its check applied (1 is the
+  // dashed line), drifted checks marked; measured points joined by straight lines, not smoothed.
   const overTime = data.over_time;
   if (overTime) {
     const datasets = overTime.series.map((s, i) => {
       const hue = PALETTE[i % PALETTE.length];
       return {
         label: s.name, data: s.values, hidden: s.hidden, borderColor: hue, backgroundColor: hue,
-        borderWidth: 2, tension: 0.25, spanGaps: true,
+        borderWidth: 2, tension: 0, spanGaps: true,
         pointRadius: s.drifted.map((d) => (d ? 5 : 2)),
         pointBackgroundColor: s.drifted.map((d) => (d ? BAD : hue)),
         pointBorderColor: s.drifted.map((d) => (d ? BAD : hue)),
       };
     });
     datasets.push({
-      label: "threshold", data: overTime.times.map(() => overTime.threshold), borderColor: BAD,
+      label: "drift line", data: overTime.times.map(() => overTime.threshold), borderColor: BAD,
       borderDash: [6, 4], borderWidth: 1.5, pointRadius: 0, fill: false,
     });
     draw("chart-over-time", {
@@ -72,8 +73,18 @@
       data: {labels: overTime.times.map(shortTime), datasets},
       options: {
         interaction: {mode: "nearest", intersect: false},
-        scales: {y: {beginAtZero: true, title: {display: true, text: "PSI"}}, x: {grid: {display: false}}},
-        plugins: {legend: {position: "right"}},
+        scales: {y: {beginAtZero: true, title: {display: true, text: "effect size ÷ its threshold"}},
+                 x: {grid: {display: false}}},
+        plugins: {
+          legend: {position: "right"},
+          tooltip: {callbacks: {label: (c) => {
+            const series = overTime.series[c.datasetIndex];
+            if (!series) return `drift line: ${c.parsed.y}`;
+            const effect = series.effect[c.dataIndex], threshold = series.thresholds[c.dataIndex];
+            return `${series.name}: ${effect === null ? "–" : effect.toFixed(3)} / threshold ` +
+              `${threshold === null ? "–" : threshold.toFixed(3)}`;
+          }}},
+        },
       },
     });
   }
