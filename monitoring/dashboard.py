@@ -33,6 +33,33 @@ def _histogram_chart(result: dict) -> dict:
     return {"labels": [histogram["bins"][i] for i in keep], "reference": reference, "current": current}
 
 
+def _region_text(region: dict) -> str:
+    if "categories" in region:
+        return f"{region['feature']} in {', '.join(region['categories'])}"
+    low, high = region.get("low"), region.get("high")
+    if low is None:
+        return f"{region['feature']} < {stats_number(high)}"
+    if high is None:
+        return f"{region['feature']} ≥ {stats_number(low)}"
+    return f"{region['feature']} {stats_number(low)} to {stats_number(high)}"
+
+
+def stats_number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def actions_text(actions: dict) -> list[str]:
+    """What an open alert makes routing do, in words for the alert box."""
+    out = []
+    if actions.get("boost_audit_rate"):
+        out.append(f"random labeling draw raised to {actions['boost_audit_rate']:.0%}")
+    if actions.get("route_drifted"):
+        regions = actions.get("regions") or []
+        out.append("routing drifted regions: " + "; ".join(_region_text(r) for r in regions) if regions
+                   else "routing drifted regions: none found")
+    return out
+
+
 def summary(project, latest) -> dict:
     reference = selectors.reference_current(project=project)
     alert = selectors.alert_open(project=project)
@@ -50,7 +77,8 @@ def summary(project, latest) -> dict:
             "fields": len(latest.features) + 2,
         },
         "reference": None if reference is None else selectors.reference_info(reference),
-        "alert": None if alert is None else {"id": alert.pk, "since": alert.created_at, "fields": alert.features},
+        "alert": None if alert is None else {"id": alert.pk, "since": alert.created_at, "fields": alert.features,
+                                             "actions": actions_text(alert.actions)},
         "policy": DriftPolicy.from_dict(project.drift),
     }
 

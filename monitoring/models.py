@@ -171,6 +171,10 @@ class DriftAlert(TimeStampedModel):
     resolved_by = models.ForeignKey(DriftReport, null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
     resolved_at = models.DateTimeField(null=True, blank=True)
+    actions = models.JSONField(
+        default=dict, blank=True,
+        help_text="What the loop does while the alert is open (the drift policy's on_drift): boost_audit_rate, "
+                  "route_drifted and the regions that grew, from the latest report that found drift.")
 
     class Meta:
         constraints = [

@@ -2,12 +2,31 @@
 checks run, and where alerts go."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.policy import Policy
 from monitoring import stats
 
 SECRET_MASK = "********"
+
+
+@dataclass(frozen=True)
+class OnDriftPolicy(Policy):
+    """What the loop does while a drift alert is open (DriftPolicy.on_drift). Both actions
+    end when a check finds no drift and the alert resolves."""
+
+    # The share of predictions drawn at random for labeling while the alert is open (0:
+    # the routing policy's audit_rate, unchanged). The draws past the routing policy's rate
+    # are routed with reason drift and kept out of the audit sample, which stays uniform
+    # over time, so the production accuracy estimate stays unbiased (docs/concepts.md).
+    boost_audit_rate: float = 0.0
+    # Route predictions that fall in the regions that grew (per drifted feature, the bins
+    # whose share rose most) with reason drift, within the daily budget.
+    route_drifted: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.boost_audit_rate > 0 or self.route_drifted
 
 
 @dataclass(frozen=True)
@@ -41,7 +60,19 @@ class DriftPolicy(Policy):
     # Alerts: a JSON POST signed with HMAC-SHA256 of the secret.
     webhook_url: str = ""
     webhook_secret: str = ""
+    # What the loop does while an alert is open: see OnDriftPolicy.
+    on_drift: dict = field(default_factory=lambda: OnDriftPolicy().as_dict())
+    # An alert fires when the label-free estimated accuracy of the champion falls by more
+    # than this against the reference period (the day before the check's window).
+    accuracy_drop: float = 0.05
 
+    def __post_init__(self):
+        # Stored as a whole sub-policy with its defaults filled in, like the rest.
+        on_drift = self.on_drift if isinstance(self.on_drift, Mapping) else {}
+        object.__setattr__(self, "on_drift", OnDriftPolicy.from_dict(on_drift).as_dict())
+
+    def on_drift_policy(self) -> OnDriftPolicy:
+        return OnDriftPolicy.from_dict(self.on_drift)
 
     def masked(self) -> dict:
         """The policy as anyone who may read the project sees it: the secret is not shown."""

@@ -155,6 +155,13 @@ def alert_open(*, project) -> DriftAlert | None:
     return DriftAlert.objects.filter(project=project, state=AlertState.OPEN).first()
 
 
+def drift_actions(*, project_id: int) -> dict:
+    """What routing does now because of drift: the open alert's actions ({} when no alert
+    is open, or the policy asks for none). One indexed read of one column."""
+    return (DriftAlert.objects.filter(project_id=project_id, state=AlertState.OPEN)
+            .values_list("actions", flat=True).first()) or {}
+
+
 # --- Dashboard figures -----------------------------------------------------------------------------
 
 

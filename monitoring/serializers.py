@@ -13,6 +13,14 @@ from monitoring.policy import SECRET_MASK
 MAX_WINDOW = timedelta(days=400)
 
 
+class OnDriftPolicySerializer(PolicySerializer):
+    boost_audit_rate = serializers.FloatField(
+        min_value=0.0, max_value=1.0, required=False,
+        help_text="Share of predictions drawn at random for labeling while an alert is open (0: no boost).")
+    route_drifted = serializers.BooleanField(
+        required=False, help_text="Route predictions in the regions that grew with reason drift, within the budget.")
+
+
 class DriftPolicySerializer(PolicySerializer):
     numeric_statistic = serializers.ChoiceField(
         choices=[stats.WASSERSTEIN, stats.PSI], required=False,
@@ -44,6 +52,10 @@ class DriftPolicySerializer(PolicySerializer):
                                                       help_text="One scheduled check per interval (60: hourly).")
     window_hours = serializers.IntegerField(min_value=1, max_value=90 * 24, required=False,
                                             help_text="Hours a check looks back by default.")
+    on_drift = OnDriftPolicySerializer(required=False, help_text="What the loop does while a drift alert is open.")
+    accuracy_drop = serializers.FloatField(
+        min_value=0.001, max_value=1.0, required=False,
+        help_text="Fall in label-free estimated accuracy against the reference period that raises an alert.")
     webhook_url = serializers.CharField(allow_blank=True, max_length=url_safety.MAX_URL_CHARS, required=False,
                                         help_text="Where alerts are POSTed: https, or http to a trusted host.")
     webhook_secret = serializers.CharField(allow_blank=True, min_length=0, max_length=200, required=False,
@@ -212,4 +224,6 @@ class AlertSerializer(serializers.Serializer):
     opened_by_report = serializers.IntegerField(source="opened_by_id")
     last_report = serializers.IntegerField(source="last_report_id")
     resolved_at = serializers.DateTimeField(allow_null=True)
+    actions = serializers.JSONField(
+        help_text="While open: boost_audit_rate, route_drifted and the regions that grew (the policy's on_drift).")
     deliveries = WebhookDeliverySerializer(many=True, source="deliveries_list")

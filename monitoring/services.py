@@ -416,7 +416,8 @@ def _comparison_json(comparison: stats.Comparison) -> dict:
             "wasserstein_normalized": _finite(comparison.wasserstein),
         },
         "histogram": {"bins": comparison.labels, "reference": comparison.reference_hist,
-                      "current": comparison.current_hist},
+                      "current": comparison.current_hist,
+                      **({"edges": [_finite(e) for e in comparison.edges]} if comparison.edges else {})},
     }
 
 
@@ -553,6 +554,29 @@ def _drifted_fields(report: DriftReport) -> list[dict]:
             if r.get("drifted")]
 
 
+# Per drifted feature, how many of the bins that grew are routed (on_drift.route_drifted).
+GROWN_BINS_PER_FEATURE = 2
+
+
+def alert_actions(*, report: DriftReport, policy: DriftPolicy) -> dict:
+    """What the loop does while this report's alert is open, as the drift policy's
+    on_drift says: the raised audit rate, and the regions that grew in the report's
+    drifted features (re-read on every report, so the regions follow the drift)."""
+    on_drift = policy.on_drift_policy()
+    if not on_drift.active:
+        return {}
+    regions = []
+    if on_drift.route_drifted:
+        for result in report.features:
+            if result.get("drifted"):
+                histogram = result["histogram"]
+                regions += stats.grown_regions(name=result["name"], type_=result["type"], bins=histogram["bins"],
+                                               reference=histogram["reference"], current=histogram["current"],
+                                               edges=histogram.get("edges"), top=GROWN_BINS_PER_FEATURE)
+    return {"boost_audit_rate": on_drift.boost_audit_rate, "route_drifted": on_drift.route_drifted,
+            "regions": regions}
+
+
 def _alert_settle(*, project, report: DriftReport, policy: DriftPolicy, now: datetime) -> DriftAlert | None:
     """Open, extend or resolve the project's drift episode; returns the alert when this
     report raises it (new drift, or a field not alerted on before), None otherwise. The
@@ -565,14 +589,17 @@ def _alert_settle(*, project, report: DriftReport, policy: DriftPolicy, now: dat
                                                           resolved_at=now, last_report=report, updated_at=now)
             log.info("drift.resolved", project=project.slug, alert=alert.pk, report=report.pk)
         return None
+    actions = alert_actions(report=report, policy=policy)
     if alert is None:
-        alert = DriftAlert.objects.create(project=project, features=drifted, opened_by=report, last_report=report)
+        alert = DriftAlert.objects.create(project=project, features=drifted, opened_by=report, last_report=report,
+                                          actions=actions)
         new = drifted
     else:
         new = [name for name in drifted if name not in alert.features]
         alert.features = alert.features + new
         alert.last_report = report
-        alert.save(update_fields=["features", "last_report", "updated_at"])
+        alert.actions = actions
+        alert.save(update_fields=["features", "last_report", "actions", "updated_at"])
         if not new:
             log.info("drift.persists", project=project.slug, alert=alert.pk, report=report.pk, fields=drifted)
             return None
@@ -591,7 +618,7 @@ def _webhook_payload(*, project, alert: DriftAlert, report: DriftReport, new_fie
         "event": "drift.detected",
         "project": project.slug,
         "alert": {"id": alert.pk, "opened_at": alert.created_at.isoformat(), "fields": alert.features,
-                  "new_fields": new_fields},
+                  "new_fields": new_fields, "actions": alert.actions},
         "report": {
             "id": report.pk, "created_at": report.created_at.isoformat(),
             "window": {"start": report.window_start.isoformat(), "end": report.window_end.isoformat(),

@@ -569,6 +569,9 @@ class Comparison:
     drifted: bool = False
     reason: str = ""
     extra: dict = field(default_factory=dict)
+    # Numeric fields: the coarse bins' edges (CoarseBins.edges), so a bin can be told apart
+    # again from a raw value (the regions drift routing sends to the queue).
+    edges: list[float] | None = None
 
 
 def compare_numeric(name: str, reference: np.ndarray, current: np.ndarray, edges: np.ndarray,
@@ -591,7 +594,7 @@ def compare_numeric(name: str, reference: np.ndarray, current: np.ndarray, edges
         reference_hist=ref_c.tolist(), current_hist=cur_c.tolist(), psi=psi(ref_c, cur_c),
         js=js_distance(ref_c, cur_c), chi2=chi2, chi2_p=chi2_p, test="ks", p_value=p_value, ks=d, ks_p=ks_p,
         wasserstein=wasserstein_binned(reference, current, edges), bins=int(((ref_c > 0) | (cur_c > 0)).sum()),
-        wasserstein_null=wasserstein_null(reference, edges),
+        wasserstein_null=wasserstein_null(reference, edges), edges=coarse.edges,
         extra=missing if reference[MISSING] or current[MISSING] else {},
     )
 
@@ -789,3 +792,37 @@ def multivariate_pca(reference: np.ndarray, current: np.ndarray, features: Seque
     median = float(np.median(reference_errors))
     out.row_scores = current_errors / median if median > 0 else None
     return out
+
+
+def grown_regions(*, name: str, type_: str, bins: Sequence[str], reference: Sequence[int], current: Sequence[int],
+                  edges: Sequence[float | None] | None, top: int = 2) -> list[dict]:
+    """Where a drifted field's window has more than its reference: the `top` bins whose
+    share rose most (and at least half as much as the largest rise), as ranges of a
+    numeric field ({"feature", "low", "high"}, None meaning unbounded, low inclusive) or
+    categories of a categorical one ({"feature", "categories"}). The missing, rare and
+    unseen bins are not regions a value can be matched to, so they are left out."""
+    ref = np.asarray(reference, dtype=float)
+    cur = np.asarray(current, dtype=float)
+    if ref.sum() <= 0 or cur.sum() <= 0 or len(ref) != len(cur):
+        return []
+    rise = cur / cur.sum() - ref / ref.sum()
+    rise[MISSING] = 0.0
+    if type_ == "categorical":
+        rise[-1] = 0.0  # unseen
+        rise[[i for i, label in enumerate(bins) if label.startswith("other (")]] = 0.0
+    order = [int(i) for i in np.argsort(-rise, kind="stable") if rise[i] > 0]
+    if not order:
+        return []
+    chosen = [i for i in order[:top] if rise[i] >= rise[order[0]] / 2]
+    if type_ == "categorical":
+        return [{"feature": name, "categories": [bins[i] for i in chosen]}]
+    if not edges:
+        return []
+    bounds = [None, *edges, None]  # bin 1 is below the first edge, the last above the last
+    regions = []
+    for i in sorted(chosen):
+        low, high = bounds[i - 1], bounds[i]
+        regions.append({"feature": name,
+                        "low": None if low is None or not math.isfinite(low) else float(low),
+                        "high": None if high is None or not math.isfinite(high) else float(high)})
+    return regions

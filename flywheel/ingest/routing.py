@@ -145,6 +145,56 @@ def task_priority(reason: str, uncertainty_score: float) -> float:
 STALE_DEMOTION = 1.0
 
 
+@dataclass(frozen=True)
+class DriftResponse:
+    """What an open drift alert asks of routing (monitoring's alert actions, the drift
+    policy's on_drift): a raised random draw, and the regions that grew."""
+
+    boost_audit_rate: float = 0.0
+    regions: tuple = ()
+
+    @classmethod
+    def from_actions(cls, actions: Mapping | None) -> "DriftResponse":
+        actions = actions or {}
+        return cls(boost_audit_rate=float(actions.get("boost_audit_rate") or 0.0),
+                   regions=tuple(actions.get("regions") or ()) if actions.get("route_drifted") else ())
+
+    @property
+    def active(self) -> bool:
+        return self.boost_audit_rate > 0 or bool(self.regions)
+
+    def boosted(self, draw: float, audit_rate: float) -> bool:
+        """Drawn by the raised rate but not by the routing policy's own: these draws are
+        routed with reason drift and kept out of the audit sample (Prediction.audit), which
+        stays a uniform sample over time, so accuracy estimated from it stays unbiased."""
+        return audit_rate <= draw < self.boost_audit_rate
+
+    def in_region(self, features: Mapping | None) -> bool:
+        return bool(self.regions) and in_drift_region(features, self.regions)
+
+
+NO_DRIFT = DriftResponse()
+
+
+def in_drift_region(features: Mapping | None, regions: Sequence[Mapping]) -> bool:
+    """Whether a prediction's features fall in any region that grew: a numeric value in
+    [low, high) (None unbounded), or a category among the region's."""
+    if not features:
+        return False
+    for region in regions:
+        value = features.get(region["feature"])
+        if value is None or isinstance(value, bool):
+            continue
+        if "categories" in region:
+            if str(value) in region["categories"]:
+                return True
+        elif isinstance(value, int | float):
+            low, high = region.get("low"), region.get("high")
+            if (low is None or value >= low) and (high is None or value < high):
+                return True
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     routed: bool
@@ -153,34 +203,45 @@ class Decision:
 
 
 def route_batch(scores: Sequence[float], audit_draws: Sequence[float], policy: RoutingPolicy,
-                budget_granted: int) -> list[Decision]:
+                budget_granted: int, in_region: Sequence[bool] | None = None,
+                drift: DriftResponse = NO_DRIFT) -> list[Decision]:
     """Decide, per prediction, whether it goes to the queue and why.
 
-    `budget_granted` is how many uncertainty-routed tasks the daily budget allows for this
-    batch (see `budget_request`); when it is short, the most uncertain candidates win.
+    `budget_granted` is how many uncertainty- and drift-region-routed tasks the daily
+    budget allows for this batch (see `budget_request`); when it is short, uncertain
+    candidates go first, the most uncertain first. `in_region` says which predictions fall
+    in a region that grew while a drift alert is open; `drift` is what that alert asks.
     """
+    in_region = in_region or [False] * len(scores)
     decisions: list[Decision | None] = [None] * len(scores)
     candidates = []
     for i, (score, draw) in enumerate(zip(scores, audit_draws, strict=True)):
         if draw < policy.audit_rate:
             decisions[i] = Decision(True, Reason.AUDIT, task_priority(Reason.AUDIT, score))
-        elif score >= policy.threshold:
+        elif drift.boosted(draw, policy.audit_rate):
+            # Like the audit sample, a random draw: outside the budget and ahead in the queue.
+            decisions[i] = Decision(True, Reason.DRIFT, task_priority(Reason.AUDIT, score))
+        elif score >= policy.threshold or in_region[i]:
             candidates.append(i)
         else:
             decisions[i] = Decision(False, Reason.CONFIDENT, 0.0)
     if len(candidates) > budget_granted:
-        candidates.sort(key=lambda i: scores[i], reverse=True)
+        candidates.sort(key=lambda i: (scores[i] >= policy.threshold, scores[i]), reverse=True)
     for rank, i in enumerate(candidates):
+        reason = Reason.LOW_CONFIDENCE if scores[i] >= policy.threshold else Reason.DRIFT
         if rank < budget_granted:
-            decisions[i] = Decision(True, Reason.LOW_CONFIDENCE, task_priority(Reason.LOW_CONFIDENCE, scores[i]))
+            decisions[i] = Decision(True, reason, task_priority(reason, scores[i]))
         else:
             decisions[i] = Decision(False, Reason.BUDGET_EXHAUSTED, 0.0)
     return decisions  # type: ignore[return-value]
 
 
-def budget_request(scores: Sequence[float], audit_draws: Sequence[float], policy: RoutingPolicy) -> int:
+def budget_request(scores: Sequence[float], audit_draws: Sequence[float], policy: RoutingPolicy,
+                   in_region: Sequence[bool] | None = None, drift: DriftResponse = NO_DRIFT) -> int:
     """How many of these predictions want a slot of the daily budget."""
+    in_region = in_region or [False] * len(scores)
     return sum(
-        1 for score, draw in zip(scores, audit_draws, strict=True)
-        if draw >= policy.audit_rate and score >= policy.threshold
+        1 for score, draw, region in zip(scores, audit_draws, in_region, strict=True)
+        if draw >= policy.audit_rate and not drift.boosted(draw, policy.audit_rate)
+        and (score >= policy.threshold or region)
     )

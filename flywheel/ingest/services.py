@@ -27,10 +27,12 @@ from flywheel.models import Feedback, IngestBatch, ModelVersion, Prediction, Pro
 from labeling import selectors as labeling_selectors
 from labeling import services as labeling_services
 from monitoring import metrics
+from monitoring import selectors as monitoring_selectors
+from monitoring.policy import DriftPolicy
 
 log = structlog.get_logger(__name__)
 
-ROUTING_REASONS = (routing.Reason.LOW_CONFIDENCE, routing.Reason.AUDIT)
+ROUTING_REASONS = (routing.Reason.LOW_CONFIDENCE, routing.Reason.AUDIT, routing.Reason.DRIFT)
 
 
 
@@ -113,11 +115,14 @@ def predictions_ingest(*, project: Project, items: list[PredictionInput], batch:
     scores = [routing.uncertainty(item.confidence, item.probabilities, n_labels) for item in unique]
     draws = [routing.audit_draw(project.audit_salt, item.external_id) for item in unique]
     version_ids = model_versions_resolve(project=project, names={item.model_version for item in unique})
+    drift = drift_response(project=project)
+    regions = [drift.in_region(item.features) for item in unique]
 
     # A request that routes nothing and infers no schema is a single INSERT statement,
     # atomic on its own: it skips the extra round trips of an explicit transaction.
-    routes_any = any(d < policy.audit_rate or s.score(policy.uncertainty) >= policy.threshold
-                     for s, d in zip(scores, draws, strict=True))
+    drawn_below = max(policy.audit_rate, drift.boost_audit_rate)
+    routes_any = any(d < drawn_below or s.score(policy.uncertainty) >= policy.threshold or r
+                     for s, d, r in zip(scores, draws, regions, strict=True))
     needs_transaction = routes_any or not project.features
     with transaction.atomic() if needs_transaction else nullcontext():
         if not project.features:
@@ -127,9 +132,10 @@ def predictions_ingest(*, project: Project, items: list[PredictionInput], batch:
         new = [i for i, item in enumerate(unique) if item.external_id in inserted]
         new_scores = [scores[i].score(policy.uncertainty) for i in new]
         new_draws = [draws[i] for i in new]
-        wanted = routing.budget_request(new_scores, new_draws, policy)
+        new_regions = [regions[i] for i in new]
+        wanted = routing.budget_request(new_scores, new_draws, policy, new_regions, drift)
         granted = budget_take(project=project, day=now.date(), wanted=wanted, limit=policy.daily_budget)
-        decisions = routing.route_batch(new_scores, new_draws, policy, granted)
+        decisions = routing.route_batch(new_scores, new_draws, policy, granted, new_regions, drift)
         routed = [(i, d) for i, d in zip(new, decisions, strict=True) if d.routed]
         task_ids = labeling_services.tasks_create(
             project_id=project.pk,
@@ -161,6 +167,14 @@ def predictions_ingest(*, project: Project, items: list[PredictionInput], batch:
     log.info("ingest.stored", project=project.slug, created=result.created, duplicates=result.duplicates,
              routed=len(routed))
     return result
+
+
+def drift_response(*, project: Project) -> routing.DriftResponse:
+    """What an open drift alert asks of routing now; read only when the project's drift
+    policy asks for anything, so a project without on_drift pays no query."""
+    if not DriftPolicy.from_dict(project.drift).on_drift_policy().active:
+        return routing.NO_DRIFT
+    return routing.DriftResponse.from_actions(monitoring_selectors.drift_actions(project_id=project.pk))
 
 
 def _schema_settle(*, project: Project, items: list[PredictionInput], batch: bool) -> None:
