@@ -29,6 +29,23 @@ def profiles_sync(*, project_id: int) -> None:
         _profiles_sync(project_id=project_id, force_grids=True)
 
 
+_estimated_accuracy: Callable[..., Any] | None = None
+
+
+def estimated_accuracy_register(fn: Callable[..., Any]) -> None:
+    """fn(project=..., current=(start, end), reference=(start, end)) -> {"model_version",
+    "current": {"value", "low", "high", "predictions"}, "reference": {...}, "method"} or None."""
+    global _estimated_accuracy
+    _estimated_accuracy = fn
+
+
+def estimated_accuracy(*, project, current: tuple, reference: tuple) -> dict | None:
+    """The label-free estimated accuracy over two periods, when the app above can tell."""
+    if _estimated_accuracy is None:
+        return None
+    return _estimated_accuracy(project=project, current=current, reference=reference)
+
+
 def reference_from_dataset_version_register(fn: Callable[..., Any]) -> None:
     """fn(project=..., dataset_version=..., actor=...) -> Reference."""
     global _reference_from_dataset_version

@@ -144,6 +144,10 @@ class DriftReport(models.Model):
         null=True, blank=True,
         help_text="Joint drift of the numeric features on random samples: statistic, value, threshold, p-value, "
                   "verdict.")
+    accuracy = models.JSONField(
+        null=True, blank=True,
+        help_text="The label-free estimated accuracy over the window and the reference period, its drop and "
+                  "verdict against the policy's accuracy_drop.")
     policy = models.JSONField(help_text="The thresholds the verdicts used.")
     alert = models.ForeignKey("DriftAlert", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
                               help_text="The alert this report raised or re-raised, if any.")

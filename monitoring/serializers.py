@@ -165,6 +165,9 @@ class ReportSerializer(serializers.Serializer):
     confidence = FieldResultSerializer(allow_null=True)
     multivariate = MultivariateResultSerializer(allow_null=True, help_text="Joint drift; null when the policy "
                                                                           "turns it off.")
+    accuracy = serializers.JSONField(
+        allow_null=True, help_text="The label-free estimated accuracy's drop from the reference period and its verdict "
+                                   "against the policy's accuracy_drop; null when it cannot be told.")
     alerted = serializers.SerializerMethodField(help_text="This report raised an alert (a webhook, a log event).")
     alert_id = serializers.IntegerField(allow_null=True)
     duration_ms = serializers.FloatField()

@@ -477,7 +477,9 @@ def drift_check_run(*, project, start: datetime | None = None, end: datetime | N
     results = [_comparison_json(c) for c in comparisons]
     feature_results, label_result, confidence_result = results[:-2], results[-2], results[-1]
     multivariate = _multivariate(project=project, reference=reference, start=start, end=end, policy=policy)
-    drifted = any(r["drifted"] for r in results) or bool(multivariate and multivariate["drifted"])
+    accuracy = _accuracy_drop(project=project, reference=reference, start=start, end=end, policy=policy)
+    drifted = (any(r["drifted"] for r in results) or bool(multivariate and multivariate["drifted"])
+               or bool(accuracy and accuracy["drifted"]))
 
     with transaction.atomic():
         drift_state_lock(project_id=project.pk)
@@ -486,8 +488,9 @@ def drift_check_run(*, project, start: datetime | None = None, end: datetime | N
             requested_by=actor if getattr(actor, "pk", None) else None,
             window_start=start, window_end=end, window_count=window.count, reference=reference,
             reference_info=reference_info, drifted=drifted, features=feature_results, prediction=label_result,
-            confidence=confidence_result, multivariate=multivariate,
-            policy={**policy.judge_policy().__dict__, **policy.multivariate_policy()},
+            confidence=confidence_result, multivariate=multivariate, accuracy=accuracy,
+            policy={**policy.judge_policy().__dict__, **policy.multivariate_policy(),
+                    "accuracy_drop": policy.accuracy_drop},
             duration_ms=(time.perf_counter() - started) * 1000,
         )
         if end >= now - ALERT_RECENCY:
@@ -524,6 +527,30 @@ def _multivariate(*, project, reference: Reference | None, start: datetime, end:
     return out
 
 
+ESTIMATED_ACCURACY = "estimated_accuracy"
+
+
+def _accuracy_drop(*, project, reference: Reference | None, start: datetime, end: datetime,
+                   policy: DriftPolicy) -> dict | None:
+    """Whether the label-free estimated accuracy fell by more than the policy's
+    accuracy_drop from the reference period (the reference's window when it has one, else
+    as long a period right before the window) to the window. None when it cannot be told
+    (no audit labels to calibrate on, no predictions in either period)."""
+    if reference is not None and reference.window_start and reference.window_end:
+        reference_period = (reference.window_start, reference.window_end)
+    else:
+        reference_period = (start - (end - start), start)
+    estimate = hooks.estimated_accuracy(project=project, current=(start, end), reference=reference_period)
+    if estimate is None:
+        return None
+    drop = estimate["reference"]["value"] - estimate["current"]["value"]
+    return {"name": ESTIMATED_ACCURACY, "type": "accuracy", "statistic": "accuracy_drop", "value": _finite(drop),
+            "threshold": policy.accuracy_drop, "p_value": None, "drifted": bool(drop > policy.accuracy_drop),
+            "model_version": estimate["model_version"], "method": estimate["method"],
+            "current": estimate["current"], "reference": estimate["reference"],
+            "reference_window": {"start": reference_period[0].isoformat(), "end": reference_period[1].isoformat()}}
+
+
 def drift_checks_run_due(*, now: datetime | None = None) -> list[int]:
     """The beat's hourly checks: one per project and interval slot (by default each clock
     hour), so a beat that fires twice, or a task run twice, checks once."""
@@ -550,8 +577,8 @@ def drift_checks_run_due(*, now: datetime | None = None) -> list[int]:
 
 
 def _drifted_fields(report: DriftReport) -> list[dict]:
-    return [r for r in [*report.features, report.prediction, report.confidence or {}, report.multivariate or {}]
-            if r.get("drifted")]
+    return [r for r in [*report.features, report.prediction, report.confidence or {}, report.multivariate or {},
+                        report.accuracy or {}] if r.get("drifted")]
 
 
 # Per drifted feature, how many of the bins that grew are routed (on_drift.route_drifted).

@@ -90,6 +90,47 @@ def _label_free(items: list, made_at: list, recent_confidence: list[float], sinc
     )
 
 
+def estimated_accuracy_periods(*, project: Project, current: tuple, reference: tuple) -> dict | None:
+    """The label-free estimated accuracy of the model serving most predictions in the
+    `current` period (the champion when it served any), over that period and over the
+    `reference` one, both from one calibration: the audit labels of predictions made
+    before the current period starts (all of them while there are too few). With one map
+    the two estimates differ only by the confidences the model gave, which is all a
+    label-free estimate can see. None when there is nothing to compare."""
+    from flywheel.training.registry import champion_get
+
+    (start, end), (ref_start, ref_end) = current, reference
+    served = (Prediction.objects.filter(project=project, created_at__gte=start, created_at__lt=end)
+              .values("model_version_id").annotate(n=Count("id")).order_by("-n"))
+    served = {row["model_version_id"]: row["n"] for row in served}
+    champion = champion_get(project)
+    version_id = champion.pk if champion is not None and champion.pk in served else next(iter(served), None)
+    if version_id is None:
+        return None
+    labeled = dict(labeling_selectors.audit_labels(project_id=project.pk, human_sources=HUMAN_SOURCES))
+    rows = list(Prediction.objects.filter(pk__in=list(labeled), model_version_id=version_id)
+                .values_list("id", "label", "confidence", "created_at"))
+    before = [row for row in rows if row[3] < start]
+    calibrating = before if len(before) >= accuracy.MIN_CALIBRATION_LABELS else rows
+
+    def period(lower, upper) -> dict | None:
+        confidence = list(Prediction.objects.filter(
+            project=project, model_version_id=version_id, created_at__gte=lower, created_at__lt=upper)
+            .order_by("-id").values_list("confidence", flat=True)[:LABEL_FREE_PREDICTIONS])
+        estimate = accuracy.label_free_accuracy(
+            calibration_confidence=[c for _, _, c, _ in calibrating],
+            calibration_correct=[labeled[pk] == predicted for pk, predicted, _, _ in calibrating],
+            confidence=confidence)
+        return None if estimate is None else {k: estimate[k] for k in ("value", "low", "high", "predictions")}
+
+    now, then = period(start, end), period(ref_start, ref_end)
+    if now is None or then is None:
+        return None
+    version = ModelVersion.objects.only("name").get(pk=version_id)
+    return {"model_version": version.name, "current": now, "reference": then,
+            "method": accuracy.CBPE_METHOD, "calibration_labels": len(calibrating)}
+
+
 def model_versions(*, project: Project) -> list[ModelVersion]:
     """The registry: every version with its aliases, newest first."""
     versions = list(ModelVersion.objects.filter(project=project).select_related("dataset_version")

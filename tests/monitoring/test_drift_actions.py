@@ -11,7 +11,7 @@ import pytest
 from flywheel.ingest import routing
 from flywheel.models import Prediction, RoutingBudget
 from accounts.models import Role
-from labeling.models import Task
+from labeling.models import Label, Task
 from monitoring import services, stats
 from monitoring.models import AlertState, DriftAlert
 from tests.monitoring.conftest import post_traffic, traffic
@@ -193,3 +193,56 @@ def test_on_drift_is_stored_with_its_defaults(ops_client, project):
                                 format="json")
     assert response.status_code == 200
     assert response.json()["drift"]["on_drift"] == {"boost_audit_rate": 0.0, "route_drifted": True}
+
+
+def _with_confidence(predictions, low, high, seed):
+    rng = np.random.default_rng(seed)
+    return [{**p, "label": "1", "confidence": round(float(c), 4)}
+            for p, c in zip(predictions, rng.uniform(low, high, len(predictions)), strict=True)]
+
+
+def _label_calibrated(project, prefix, seed):
+    """Human labels on the audit sample of a calibrated model: right with the chance its
+    confidence says."""
+    rng = np.random.default_rng(seed)
+    rows = Prediction.objects.filter(project=project, external_id__startswith=f"{prefix}-", audit=True)
+    Label.objects.bulk_create([
+        Label(project=project, prediction_id=pk, label="1" if rng.random() < confidence else "2", source="annotation")
+        for pk, confidence in rows.values_list("id", "confidence").order_by("id")])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("current_confidence, alerted", [((0.4, 0.6), True), ((0.4, 1.0), False)])
+def test_an_estimated_accuracy_drop_raises_an_alert(app_client, project, current_confidence, alerted):
+    project.routing = {**project.routing, "audit_rate": 0.5}
+    project.save()
+    reference = _with_confidence(traffic(1000, seed=1, start=day(0), hours=6, prefix="ref"), 0.4, 1.0, seed=1)
+    post_traffic(app_client, reference)
+    _label_calibrated(project, "ref", seed=2)
+    services.reference_set_window(project=project, start=day(0), end=day(0) + timedelta(hours=6))
+
+    current = _with_confidence(traffic(600, seed=3, start=day(2), hours=4, prefix="now"), *current_confidence, seed=3)
+    post_traffic(app_client, current)
+    report = services.drift_check_run(project=project, now=day(2) + timedelta(hours=5))
+
+    accuracy = report.accuracy
+    assert accuracy["model_version"] == "v1" and accuracy["threshold"] == 0.05
+    assert accuracy["reference"]["predictions"] == 1000 and accuracy["current"]["predictions"] == 600
+    # A calibrated model: the estimate is near the mean confidence (isotonic steps are coarse
+    # where labels are few).
+    assert accuracy["reference"]["value"] == pytest.approx(0.7, abs=0.06)
+    assert accuracy["current"]["value"] == pytest.approx(np.mean(current_confidence), abs=0.1)
+    assert accuracy["drifted"] is alerted
+    alert = DriftAlert.objects.filter(state=AlertState.OPEN).first()
+    assert ("estimated_accuracy" in (alert.features if alert else [])) is alerted
+    if alerted:
+        assert report.drifted and report.alert == alert
+        payload = services._webhook_payload(project=project, alert=alert, report=report, new_fields=[])
+        assert "estimated_accuracy" in [r["name"] for r in payload["report"]["drifted"]]
+
+
+def test_the_accuracy_drop_is_a_policy_field(ops_client, project):
+    response = ops_client.patch("/api/v1/projects/digits/", {"drift": {"accuracy_drop": 0}}, format="json")
+    assert response.status_code == 400 and "drift.accuracy_drop" in response.json()["error"]["fields"]
+    response = ops_client.patch("/api/v1/projects/digits/", {"drift": {"accuracy_drop": 0.1}}, format="json")
+    assert response.status_code == 200 and response.json()["drift"]["accuracy_drop"] == 0.1
