@@ -23,6 +23,7 @@ Measures
 Timings are medians of --repeat runs.
 
     python bench/drift.py [--repeat 5] [--checks 1.0] [--skip-db]
+    python bench/drift.py --joint-only [--joint-seeds 5] [--joint-checks 8]   # measure 7 alone, under 2 minutes
 """
 
 import argparse
@@ -269,6 +270,47 @@ def joint(rng, scale: float) -> dict:
     return out
 
 
+def joint_over_seeds(seed: int, seeds: int, checks: int) -> dict:
+    """The joint-drift targets as medians over `seeds` independent seeds (each its own
+    reference sample and `checks` windows of each kind), PCA only: short enough to run on
+    its own (--joint-only) when the statistic or its threshold changes."""
+    names = [f"f{i}" for i in range(20)]
+    rates: dict[str, list[float]] = {"flipped": [], "unchanged": []}
+    times: list[float] = []
+    for offset in range(seeds):
+        rng = np.random.default_rng(seed + offset)
+        reference = _correlated(rng, 10_000, 0.8)
+        for correlation, label in ((0.8, "unchanged"), (-0.8, "flipped")):
+            flagged = 0
+            for _ in range(checks):
+                current = _correlated(rng, 5_000, correlation)
+                started = time.perf_counter()
+                flagged += stats.multivariate_pca(reference, current, names).drifted
+                times.append(time.perf_counter() - started)
+            rates[label].append(flagged / checks)
+        print(f"  seed {seed + offset}: flipped flagged {rates['flipped'][-1]:.0%}, "
+              f"unchanged flagged {rates['unchanged'][-1]:.0%} ({checks} checks each)", flush=True)
+    return {"seeds": seeds, "checks": checks,
+            "flipped_median": statistics.median(rates["flipped"]), "flipped_min": min(rates["flipped"]),
+            "unchanged_median": statistics.median(rates["unchanged"]),
+            "unchanged_pooled": sum(rates["unchanged"]) / seeds, "seconds": statistics.median(times)}
+
+
+def joint_only(seed: int, seeds: int, checks: int) -> None:
+    print(f"joint drift: correlation 0.8 flipped to -0.8 in two of 20 features, 5,000-row windows "
+          f"against a 10,000-row reference sample; {seeds} seeds x {checks} checks of each kind", flush=True)
+    out = joint_over_seeds(seed, seeds, checks)
+    print("\nSummary (target -> measured, medians over seeds)")
+    for name, value, ok in (
+        ("correlation flip flagged >= 95%", f"{out['flipped_median']:.0%} (lowest seed {out['flipped_min']:.0%})",
+         out["flipped_median"] >= 0.95),
+        ("unchanged flagged <= 1%", f"{out['unchanged_median']:.0%} (all seeds pooled {out['unchanged_pooled']:.1%} "
+         f"of {seeds * checks})", out["unchanged_median"] <= 0.01),
+    ):
+        print(f"  {'ok  ' if ok else 'MISS'} {name:<34} {value}")
+    print(f"  a check takes {out['seconds'] * 1000:.0f} ms (median)")
+
+
 def raw_speed(rng, reference: Reference, repeat: int) -> float:
     columns = make_data(rng, 1_000_000, {0: 0.1})
     times = []
@@ -409,7 +451,14 @@ def main():
     parser.add_argument("--checks", type=float, default=1.0, help="Scale the number of checks (0.1 for a quick run).")
     parser.add_argument("--skip-db", action="store_true", help="Only the statistics, no PostgreSQL.")
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--joint-only", action="store_true",
+                        help="Only the joint-drift targets, as medians over --joint-seeds seeds (under 2 minutes).")
+    parser.add_argument("--joint-seeds", type=int, default=5)
+    parser.add_argument("--joint-checks", type=int, default=8, help="Windows of each kind per seed.")
     args = parser.parse_args()
+    if args.joint_only:
+        joint_only(args.seed, args.joint_seeds, args.joint_checks)
+        return
     rng = np.random.default_rng(args.seed)
 
     print("1. correctness against SciPy", flush=True)

@@ -44,14 +44,20 @@ def _kind(field: serializers.Field) -> str:
 def policy_form(section: str, serializer: serializers.Serializer, *, current: dict, defaults: dict,
                 errors: dict[str, list[str]], posted: dict | None = None) -> list[dict]:
     """One row per field the API's policy serializer knows: its meaning (help_text), its
-    default (the policy dataclass's), the project's value, and any refusal."""
+    default (the policy dataclass's), the project's value, and any refusal. A nested
+    policy (drift.on_drift) gives a row per field of its own, under its path."""
     rows = []
     for name, field in serializer.fields.items():
         path = f"{section}.{name}"
+        if isinstance(field, serializers.Serializer):
+            rows += policy_form(path, field, current=current.get(name) or {}, defaults=defaults.get(name) or {},
+                                errors=errors, posted=posted)
+            continue
         secret = getattr(field, "write_only", False) or name.endswith("_secret")
         value = (posted or {}).get(path, current.get(name))
         rows.append({
-            "name": path, "label": name.replace("_", " "), "help": str(field.help_text or ""),
+            "name": path, "label": path.split(".", 1)[1].replace("_", " ").replace(".", ": "),
+            "help": str(field.help_text or ""),
             "kind": _kind(field), "choices": list(getattr(field, "choices", {}) or {}),
             "value": "" if secret or value is None else value, "secret": secret,
             "is_set": bool(current.get(name)) if secret else None,
@@ -65,6 +71,11 @@ def policy_input(post, section: str, serializer: serializers.Serializer) -> dict
     number or secret box keeps the stored value (a secret is never shown to be edited)."""
     out = {}
     for name, field in serializer.fields.items():
+        if isinstance(field, serializers.Serializer):
+            nested = policy_input(post, f"{section}.{name}", field)
+            if nested:
+                out[name] = nested
+            continue
         raw = post.get(f"{section}.{name}")
         if raw is None:
             continue

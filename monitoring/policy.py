@@ -98,6 +98,9 @@ def drift_policy_merge(*, current: Mapping | None, changes: Mapping | None) -> d
 
     current = dict(current or {})
     merged = {**current, **(changes or {})}
+    if isinstance((changes or {}).get("on_drift"), Mapping):
+        # A change to one key of on_drift keeps the others.
+        merged["on_drift"] = {**(current.get("on_drift") or {}), **changes["on_drift"]}
     if merged.get("webhook_secret") == SECRET_MASK:
         merged["webhook_secret"] = current.get("webhook_secret", "")
     policy = DriftPolicy.from_dict(merged)

@@ -193,6 +193,9 @@ def test_on_drift_is_stored_with_its_defaults(ops_client, project):
                                 format="json")
     assert response.status_code == 200
     assert response.json()["drift"]["on_drift"] == {"boost_audit_rate": 0.0, "route_drifted": True}
+    response = ops_client.patch("/api/v1/projects/digits/", {"drift": {"on_drift": {"boost_audit_rate": 0.2}}},
+                                format="json")
+    assert response.json()["drift"]["on_drift"] == {"boost_audit_rate": 0.2, "route_drifted": True}
 
 
 def _with_confidence(predictions, low, high, seed):
@@ -246,3 +249,16 @@ def test_the_accuracy_drop_is_a_policy_field(ops_client, project):
     assert response.status_code == 400 and "drift.accuracy_drop" in response.json()["error"]["fields"]
     response = ops_client.patch("/api/v1/projects/digits/", {"drift": {"accuracy_drop": 0.1}}, format="json")
     assert response.status_code == 200 and response.json()["drift"]["accuracy_drop"] == 0.1
+
+
+def test_on_drift_is_set_from_the_console_settings_form(client, project):
+    login(client, Role.OPS, project)
+    html = client.get("/ops/digits/settings/").content.decode()
+    assert 'name="drift.on_drift.boost_audit_rate"' in html and 'name="drift.on_drift.route_drifted"' in html
+    refused = client.post("/ops/digits/settings/", {"section": "drift", "drift.on_drift.boost_audit_rate": "2"})
+    assert refused.status_code == 400 and "drift.on_drift.boost_audit_rate" in refused.content.decode()
+    saved = client.post("/ops/digits/settings/", {"section": "drift", "drift.on_drift.boost_audit_rate": "0.25",
+                                                  "drift.on_drift.route_drifted": "true"})
+    assert saved.status_code == 302
+    project.refresh_from_db()
+    assert project.drift["on_drift"] == {"boost_audit_rate": 0.25, "route_drifted": True}
