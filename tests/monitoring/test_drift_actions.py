@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from flywheel.ingest import routing
+from flywheel.ingest import profiling, routing
 from flywheel.models import Prediction, RoutingBudget
 from accounts.models import Role
 from labeling.models import Label, Task
@@ -262,3 +262,20 @@ def test_on_drift_is_set_from_the_console_settings_form(client, project):
     assert saved.status_code == 302
     project.refresh_from_db()
     assert project.drift["on_drift"] == {"boost_audit_rate": 0.25, "route_drifted": True}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_scheduled_check_run_twice_opens_one_alert_with_the_same_actions(app_client, project):
+    acting(project, boost_audit_rate=BOOST, route_drifted=True)
+    post_traffic(app_client, traffic(1000, seed=1, start=day(0), hours=6, prefix="ref"))
+    services.reference_set_window(project=project, start=day(0), end=day(0) + timedelta(hours=6))
+    post_traffic(app_client, traffic(400, seed=3, start=day(2), hours=4, prefix="shifted", f1_shift=1.5))
+    profiling.profiles_update(force_grids=True)  # the beat's job: scheduled checks do not sync
+    now = day(2) + timedelta(hours=5)
+    assert len(services.drift_checks_run_due(now=now)) == 1
+    alert = DriftAlert.objects.get(state=AlertState.OPEN)
+    assert services.drift_checks_run_due(now=now + timedelta(minutes=10)) == []
+    assert DriftAlert.objects.count() == 1 and DriftAlert.objects.get().actions == alert.actions
+    tasks_before = Task.objects.count()
+    post_traffic(app_client, traffic(200, seed=4, start=day(2), hours=4, prefix="shifted", f1_shift=1.5))
+    assert Task.objects.count() == tasks_before, "the same predictions again route nothing new"
