@@ -73,6 +73,7 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 class MemberInputSerializer(serializers.Serializer):
     username = serializers.RegexField(r"^[\w.@+-]+$", max_length=150,
+                                      error_messages={"invalid": "Letters, digits and @ . + - _ only (no spaces)."},
                                       help_text="The account to add; made if it does not exist (without an API key). "
                                                 "Letters, digits, @ . + - _")
     role = serializers.ChoiceField(choices=MEMBER_ROLES, help_text="The account's role, in every project it is in.")
