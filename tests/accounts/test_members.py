@@ -186,3 +186,18 @@ def test_ops_cannot_issue_or_revoke_keys_from_the_page(project, ops):
 
     assert issued.status_code == 403 and revoked.status_code == 403
     assert list(ApiToken.objects.filter(user=app)) == [key]
+
+
+def test_ops_changing_an_admins_role_on_the_page_is_refused_on_the_row(project, ops, admin):
+    services.membership_add(user=admin[0], project=project)
+
+    response = _page_client(ops[0]).post(f"/ops/{project.slug}/people/",
+                                         {"form": "role", "username": "ada", "role": "annotator"})
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    row = page[page.index('data-member="ada"'):page.index("</tr>", page.index('data-member="ada"'))]
+    assert "Only admins may change the role of &#x27;ada&#x27;, an admin." in row
+    admin[0].account.refresh_from_db()
+    assert admin[0].account.role == Role.ADMIN
+    assert not AuditEvent.objects.filter(action="account.role_change").exists()
