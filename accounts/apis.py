@@ -15,6 +15,9 @@ from accounts.serializers import (
     AdminAuditQuerySerializer,
     AuditEventSerializer,
     AuditQuerySerializer,
+    MemberInputSerializer,
+    MemberRoleInputSerializer,
+    MemberSerializer,
     TokenIssuedSerializer,
     TokenIssueInputSerializer,
     TokenListQuerySerializer,
@@ -78,6 +81,40 @@ class TokenByIdApi(APIView):
             raise NotFound("token_not_found", f"No API token {token_id}.")
         services.token_revoke_one(token=token, actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ProjectMembersApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.MANAGE)]
+
+    @extend_schema(responses=MemberSerializer(many=True), summary="The project's members and their roles (ops, admin)")
+    def get(self, request, slug):
+        project = selectors.project_get_for_user(user=request.user, slug=slug)
+        return Response(MemberSerializer(selectors.project_members(project=project), many=True).data)
+
+    @extend_schema(request=MemberInputSerializer, responses={201: MemberSerializer},
+                   summary="Add an account to the project with a role, making it if new (ops, admin; "
+                           "an admin's role only by an admin)")
+    def post(self, request, slug):
+        project = selectors.project_get_for_user(user=request.user, slug=slug)
+        data = MemberInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user, _ = services.member_add(project=project, actor=request.user, **data.validated_data)
+        return Response(MemberSerializer(selectors.project_members(project=project).get(user=user)).data,
+                        status=status.HTTP_201_CREATED)
+
+
+class ProjectMemberApi(APIView):
+    permission_classes = [IsAuthenticated, role_in(roles.MANAGE)]
+
+    @extend_schema(request=MemberRoleInputSerializer, responses=MemberSerializer,
+                   summary="Change a member's role (ops, admin; an admin's role only by an admin)")
+    def patch(self, request, slug, username):
+        project = selectors.project_get_for_user(user=request.user, slug=slug)
+        data = MemberRoleInputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = services.member_role_set(project=project, username=username, actor=request.user,
+                                        role=data.validated_data["role"])
+        return Response(MemberSerializer(selectors.project_members(project=project).get(user=user)).data)
 
 
 def _page(events, query) -> Response:

@@ -13,3 +13,6 @@ MANAGE = frozenset({Role.OPS, Role.ADMIN})
 REFUSED = "Your role may not do this."
 # Roles that can see a project's queue (listing tasks) without annotating it.
 READ_TASKS = frozenset({Role.ANNOTATOR, Role.REVIEWER, Role.OPS, Role.ADMIN})
+# The roles a project's member may be given from the project (admins see every project:
+# they are made with flywheel_admin, not added to one).
+MEMBER_ROLES = (Role.ANNOTATOR, Role.REVIEWER, Role.OPS, Role.APP)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Prefetch
 from django.utils import timezone
 
 from accounts.models import Account, ApiToken, AuditEvent, LoginFailure, Membership, Role
@@ -89,6 +90,14 @@ def token_get(*, token_id: int) -> ApiToken:
         return ApiToken.objects.select_related("user").get(pk=token_id)
     except ApiToken.DoesNotExist:
         raise NotFound("token_not_found", f"No API token {token_id}.") from None
+
+
+def project_members(*, project):
+    """A project's members by username, each with their account and API keys prefetched
+    (never the keys: they are not kept)."""
+    keys = Prefetch("user__api_tokens", queryset=ApiToken.objects.order_by("name"))
+    return (Membership.objects.filter(project=project).select_related("user", "user__account")
+            .prefetch_related(keys).order_by("user__username"))
 
 
 def tokens_expiring(*, within: timedelta = timedelta(days=7), project_id: int | None = None,

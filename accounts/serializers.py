@@ -3,7 +3,8 @@
 from django.utils import timezone
 from rest_framework import serializers
 
-from accounts.models import ApiToken, AuditEvent, TokenScope
+from accounts.models import ApiToken, AuditEvent, Membership, TokenScope
+from accounts.roles import MEMBER_ROLES
 
 
 class TokenIssueInputSerializer(serializers.Serializer):
@@ -68,3 +69,25 @@ class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
         fields = ["id", "created_at", "actor", "action", "project", "target", "details"]
+
+
+class MemberInputSerializer(serializers.Serializer):
+    username = serializers.RegexField(r"^[\w.@+-]+$", max_length=150,
+                                      error_messages={"invalid": "Letters, digits and @ . + - _ only (no spaces)."},
+                                      help_text="The account to add; made if it does not exist (without an API key). "
+                                                "Letters, digits, @ . + - _")
+    role = serializers.ChoiceField(choices=MEMBER_ROLES, help_text="The account's role, in every project it is in.")
+
+
+class MemberRoleInputSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=MEMBER_ROLES, help_text="The account's new role, in every project.")
+
+
+class MemberSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+    role = serializers.CharField(source="user.account.role", default=None)
+    member_since = serializers.DateTimeField(source="created_at")
+
+    class Meta:
+        model = Membership
+        fields = ["username", "role", "member_since"]

@@ -9,20 +9,21 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
-from accounts import tokens
+from accounts import roles, tokens
 from accounts.models import Account, ApiToken, AuditEvent, LoginFailure, Membership, Role
-from accounts.selectors import login_lockout_seconds
-from common.errors import DomainError
+from accounts.selectors import login_lockout_seconds, user_role
+from common.errors import DomainError, NotFound
 
 log = structlog.get_logger(__name__)
 
 
 @transaction.atomic
 def account_upsert(*, username: str, role: str, projects=(), password: str | None = None,
-                   actor=None) -> tuple[object, str | None]:
+                   actor=None, issue_key: bool = True) -> tuple[object, str | None]:
     """Create or update a user with this role and these project memberships; return the
     user and, when this call made them their first key (a new account, or one whose keys
-    were all revoked), that key. Keys are shown once: an account that has one gets None."""
+    were all revoked), that key. Keys are shown once: an account that has one gets None.
+    `issue_key=False` makes no key (for callers who may not hold one: ops adding a member)."""
     if role not in Role.values:
         raise DomainError("invalid_role", f"Unknown role '{role}'; one of {', '.join(Role.values)}.")
     User = get_user_model()
@@ -44,7 +45,7 @@ def account_upsert(*, username: str, role: str, projects=(), password: str | Non
         audit_record(actor=actor, action="account.create", target=username, details={"role": role})
     for project in projects:
         membership_add(user=user, project=project, actor=actor)
-    if ApiToken.objects.filter(user=user).exists():
+    if not issue_key or ApiToken.objects.filter(user=user).exists():
         return user, None
     # A new user's key is part of account.create; a returning one's is worth a line.
     token = _token_create(user=user, name=ApiToken.DEFAULT_NAME, expires_at=None, scopes=(),
@@ -147,6 +148,39 @@ def membership_add(*, user, project, actor=None) -> None:
     _, created = Membership.objects.get_or_create(user=user, project=project)
     if created:
         audit_record(actor=actor, action="account.membership_add", project=project, target=user.username)
+
+
+def _member_role_check(*, actor, user, role: str) -> None:
+    """Ops may staff their projects but not touch an admin: an account's role is the same in
+    every project, so demoting an admin from one project would demote them everywhere."""
+    if role not in roles.MEMBER_ROLES:
+        raise DomainError("invalid", f"Invalid role: '{role}' is not a member's role.",
+                          fields={"role": [f"One of {', '.join(roles.MEMBER_ROLES)}."]})
+    if user is not None and user_role(actor) != Role.ADMIN and user_role(user) == Role.ADMIN:
+        raise DomainError("forbidden", f"Only admins may change the role of '{user.username}', an admin.",
+                          status_code=403)
+
+
+@transaction.atomic
+def member_add(*, project, username: str, role: str, actor) -> tuple[object, bool]:
+    """Add an account to a project with this role, making the account if it is new (without
+    an API key: an admin issues an app's key). Returns the user and whether the account is
+    new. An existing account takes the role everywhere: a role is the account's."""
+    existing = get_user_model().objects.filter(username=username).first()
+    _member_role_check(actor=actor, user=existing, role=role)
+    user, _ = account_upsert(username=username, role=role, projects=[project], actor=actor, issue_key=False)
+    return user, existing is None
+
+
+@transaction.atomic
+def member_role_set(*, project, username: str, role: str, actor):
+    """Change a project member's role (in every project: a role is the account's)."""
+    membership = Membership.objects.select_related("user").filter(project=project, user__username=username).first()
+    if membership is None:
+        raise NotFound("user_not_found", f"'{username}' is not a member of '{project.slug}'.")
+    _member_role_check(actor=actor, user=membership.user, role=role)
+    user, _ = account_upsert(username=username, role=role, actor=actor, issue_key=False)
+    return user
 
 
 # --- Sign-in lockout ----------------------------------------------------------------------

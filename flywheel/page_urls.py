@@ -2,6 +2,7 @@
 
 from django.urls import path
 
+from accounts import pages as account_pages
 from flywheel import views
 
 urlpatterns = [
@@ -18,4 +19,7 @@ urlpatterns += [
 ]
 urlpatterns += [
     path("<slug:slug>/quality/", views.quality, name="console-quality"),
+]
+urlpatterns += [
+    path("<slug:slug>/people/", account_pages.people, name="console-people"),
 ]

@@ -60,7 +60,7 @@ def test_label_changes_by_review_undo_and_gold_are_audited(app_client, ops_clien
     p0 = str(Prediction.objects.get(external_id="p-0").pk)
     review = by_action["label.review"][0]
     assert (review.actor, review.target) == (reviewer_user, p0)
-    assert review.details == {"task": first["id"], "verdict": "accept", "from": "1", "to": "2"}
+    assert review.details == {"task": first["id"], "verdict": "accept", "from": "1", "to": "2", "reason": ""}
     change = next(e for e in by_action["label.change"] if e.target == p0)
     assert change.actor == reviewer_user and (change.details["from"], change.details["to"]) == ("1", "2")
     undo = by_action["label.undo"][0]

@@ -141,6 +141,11 @@ ENDPOINTS = [
     Endpoint("DELETE", "/api/v1/accounts/tokens/id/{bystander_key}/", EVERYONE, member_scoped=False,
              ok={role: 204 if role == "admin" else 404 for role in EVERYONE}),
     Endpoint("GET", "/api/v1/projects/{slug}/audit/", {"ops", "admin"}),
+    Endpoint("GET", "/api/v1/projects/{slug}/members/", {"ops", "admin"}),
+    Endpoint("POST", "/api/v1/projects/{slug}/members/", {"ops", "admin"}, ok=201,
+             body={"username": "m-newcomer", "role": "annotator"}),
+    Endpoint("PATCH", "/api/v1/projects/{slug}/members/{bystander}/", {"ops", "admin"},
+             body={"role": "reviewer"}),
     Endpoint("GET", "/api/v1/audit/", {"admin"}, member_scoped=False),
     # --- Web pages (session). Members of one project are sent straight to it (302); the
     # admin sees both projects and gets the list. ---
@@ -183,6 +188,15 @@ ENDPOINTS = [
              body={"form": "reference", "kind": "dataset_version", "dataset_version": "0"}),
     Endpoint("GET", "/ops/{slug}/quality/", {"ops", "admin"}, kind="page"),
     Endpoint("GET", "/ops/{other}/quality/", {"ops", "admin"}, kind="page", other_project=True),
+    # People: members and roles for ops and admins; API keys for admins only, as in the API.
+    Endpoint("GET", "/ops/{slug}/people/", {"ops", "admin"}, kind="page"),
+    Endpoint("GET", "/ops/{other}/people/", {"ops", "admin"}, kind="page", other_project=True),
+    Endpoint("POST", "/ops/{slug}/people/", {"ops", "admin"}, kind="page", ok=400,
+             body={"form": "member", "username": "bad name", "role": "annotator"}),
+    Endpoint("POST", "/ops/{slug}/people/", {"admin"}, kind="page", ok=400,
+             body={"form": "key", "username": "m-bystander", "expires_at": "2000-01-01T00:00"}),
+    Endpoint("POST", "/ops/{slug}/people/", {"admin"}, kind="page", ok=302,
+             body={"form": "revoke", "token": "999999"}),
     Endpoint("GET", "/accounts/login/", kind="public"),
     Endpoint("POST", "/accounts/login/", kind="public", body={"username": "m-nobody", "password": "wrong"}),
     Endpoint("POST", "/accounts/logout/", kind="public", ok=302),
