@@ -273,8 +273,12 @@ def group_annotate(*, group_id: int, user, label: str, exclude: list[int], lead_
         if member.status in (TaskStatus.OPEN, TaskStatus.LEASED):
             with connection.cursor() as cursor:
                 cursor.execute(_CAPACITY_SQL, {"task": member.pk, "now": now})
-    checks = [Task(project=project, prediction_id=m.prediction_id, reason=TaskReason.GROUP_CHECK, priority=m.priority,
-                   annotations_required=1, not_for=user)
+    # Checks go ahead of uncertainty-routed tasks (priorities up to 1), in a random order among
+    # themselves, like the audit sample: behind a busy queue they would never be labeled, and
+    # served most uncertain first, a partly labeled sample would judge group labels on their
+    # hardest members. (The simulation found them starved at the members' own priority.)
+    checks = [Task(project=project, prediction_id=m.prediction_id, reason=TaskReason.GROUP_CHECK,
+                   priority=1.0 + rng.random(), annotations_required=1, not_for=user)
               for m in labeled if m.status == TaskStatus.DONE and rng.random() < policy.group_check_rate]
     Task.objects.bulk_create(checks)
     if exclude:

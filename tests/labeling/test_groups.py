@@ -453,6 +453,8 @@ def test_group_labels_are_checked_individually_and_scored(app_client, project):
     client.post(f"/api/v1/groups/{group['id']}/annotations/", {"label": "3", "lead_time_s": 12.0}, format="json")
     checks = Task.objects.filter(reason="group_check")
     assert checks.count() == 6 and set(checks.values_list("not_for_id", flat=True)) == {labeler.pk}
+    # Ahead of every uncertainty-routed task (priorities up to 1): a busy queue never starves them.
+    assert all(priority > 1.0 for priority in checks.values_list("priority", flat=True))
     # Never served to the group's own labeler.
     assert client.post("/api/v1/projects/digits/tasks/next/").json()["task"]["reason"] != "group_check"
     _, checker = person(project)

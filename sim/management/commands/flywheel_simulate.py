@@ -1,4 +1,4 @@
-"""flywheel_simulate: run the flywheel by itself on handwritten digits, through the client."""
+"""flywheel_simulate: run the flywheel by itself on handwritten digits (or a team's own data), through the client."""
 
 import argparse
 import contextlib
@@ -8,6 +8,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from django.conf import settings
@@ -54,24 +55,27 @@ class _Server:
         self.thread.join(timeout=10)
 
 
-def simulation_clients(url: str, slug: str, *, seed: int | None = None) -> tuple[Client, Client, Client]:
+def simulation_clients(url: str, slug: str, *, seed: int | None = None,
+                       dataset: simulation.Dataset | None = None) -> tuple[Client, Client, Client, Client]:
     """Ops, app and annotator clients for a new simulation project. Earlier simulations'
     projects of the same strategy are deleted (their stored datasets stay under their own
     slugs: dataset manifests are never overwritten). With a `seed`, the project's audit
     salt comes from it: the audit sample, which is all random routing labels, is then the
-    same in every run of that seed instead of a new draw each time."""
+    same in every run of that seed instead of a new draw each time. The fourth client is a
+    second annotator, who labels the single tasks while the first labels groups."""
     ops_token = _key("sim-ops", Role.OPS)
     for old in Project.objects.filter(slug__startswith=slug.rsplit("-", 2)[0] + "-"):
         old.delete()
     ops = Client(url, ops_token)
-    policy = simulation.project_policy("uncertainty", simulation.SimulationConfig())
+    policy = simulation.project_policy("uncertainty", simulation.SimulationConfig(), dataset)
     ops.create_project(slug=slug, name=f"Simulation: {slug}", labels=policy["labels"], features=policy["features"])
     if seed is not None:
         Project.objects.filter(slug=slug).update(audit_salt=f"simulation-seed-{seed}")
     project = Project.objects.get(slug=slug)
     app_token = _key("sim-app", Role.APP, project)
     annotator_token = _key("sim-annotator", Role.ANNOTATOR, project)
-    return ops, Client(url, app_token), Client(url, annotator_token)
+    checker_token = _key("sim-checker", Role.ANNOTATOR, project)
+    return ops, Client(url, app_token), Client(url, annotator_token), Client(url, checker_token)
 
 
 def _key(username: str, role: str, *projects) -> str:
@@ -85,8 +89,9 @@ class _HelpFormatter(DjangoHelpFormatter, argparse.ArgumentDefaultsHelpFormatter
 
 
 class Command(BaseCommand):
-    help = ("Run the flywheel by itself on scikit-learn's handwritten digits: traffic, end-user corrections, "
-            "annotators, drift checks and retraining through the gate, against the service through the client.")
+    help = ("Run the flywheel by itself on scikit-learn's handwritten digits (or --data FILE): traffic, end-user "
+            "corrections, annotators (labeling single tasks, or groups with --grouping), drift checks and retraining "
+            "through the gate, against the service through the client.")
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         return super().create_parser(prog_name, subcommand, formatter_class=_HelpFormatter, **kwargs)
@@ -119,6 +124,32 @@ class Command(BaseCommand):
                             help="Run this many seeds from --seed on and compare the strategies' mean curves.")
         parser.add_argument("--strategy", choices=[*simulation.STRATEGIES, "both"], default="both",
                             help="Routing to simulate; 'both' compares them from the same seed.")
+        parser.add_argument("--grouping", choices=("off", "on", "both"), default="off",
+                            help="Annotators label groups (on), single tasks (off), or both runs from the same seed, "
+                                 "for the same annotator time. Grouping runs with uncertainty routing: audit tasks, "
+                                 "all random routing sends, are never grouped.")
+        parser.add_argument("--grouping-threshold", type=float,
+                            default=simulation.SimulationConfig.grouping_threshold,
+                            help="With grouping on, the margin score from which uncertainty routing routes.")
+        parser.add_argument("--group-share", type=float, default=simulation.SimulationConfig.group_share,
+                            help="With grouping on, the share of a round's time spent on groups first.")
+        parser.add_argument("--group-target-size", type=int, default=simulation.SimulationConfig.group_target_size,
+                            help="With grouping on, about how many tasks a group holds "
+                                 "(labeling.grouping.target_size).")
+        parser.add_argument("--group-check-rate", type=float, default=simulation.SimulationConfig.group_check_rate,
+                            help="Share of group-labeled members checked individually by another annotator.")
+        time = simulation.AnnotatorTime()
+        parser.add_argument("--single-task-seconds", type=float, default=time.single_task_s,
+                            help="What a single task costs an annotator.")
+        parser.add_argument("--group-seconds", type=float, default=time.group_s,
+                            help="What taking in a group costs, before its members.")
+        parser.add_argument("--member-seconds", type=float, default=time.per_member_s,
+                            help="What looking at each member of a group costs.")
+        parser.add_argument("--misfit-spotted", type=float, default=time.misfit_spotted,
+                            help="Chance that an annotator spots (and takes out) a member that does not belong.")
+        parser.add_argument("--data", help="A CSV or Parquet file to simulate on instead of the digits: numeric "
+                                           "feature columns and a label column.")
+        parser.add_argument("--label-column", default="label", help="With --data, the column holding the labels.")
         parser.add_argument("--url", help="A running service to use (unset: start one in this process).")
         parser.add_argument("--plot", default=str(Path(settings.BASE_DIR) / "var" / "simulation.png"),
                             help="Where the plot goes; its figures go beside it as JSON, and the service's logs "
@@ -130,6 +161,25 @@ class Command(BaseCommand):
             raise CommandError("--seeds and --rounds must be at least 1.")
         if options["shift_round"] is not None and not 1 <= options["shift_round"] <= options["rounds"]:
             raise CommandError(f"--shift-round must be between 1 and --rounds ({options['rounds']}).")
+        if options["grouping"] == "on" and options["strategy"] == "random":
+            raise CommandError("--grouping on needs uncertainty routing: random routing sends only audit tasks, "
+                               "which are never grouped.")
+        for name in ("group_share", "group_check_rate", "misfit_spotted"):
+            if not 0 <= options[name] <= 1:
+                raise CommandError(f"--{name.replace('_', '-')} must be between 0 and 1.")
+        options["dataset"] = None
+        if options["data"]:
+            try:
+                options["dataset"] = simulation.Dataset.from_file(options["data"],
+                                                                  label_column=options["label_column"])
+            except simulation.DataError as exc:
+                raise CommandError(str(exc)) from exc
+            rows = len(options["dataset"].y)
+            needed = options["test"] + options["gold"] + options["initial_labels"] + options["traffic"]
+            if rows < needed:
+                raise CommandError(f"{options['data']}: {rows} rows are too few for --test {options['test']}, --gold "
+                                   f"{options['gold']}, --initial-labels {options['initial_labels']} and a round of "
+                                   f"--traffic {options['traffic']} ({needed}); lower them.")
         plot_path = Path(options["plot"])
         plot_path.parent.mkdir(parents=True, exist_ok=True)
         # The service, Celery and matplotlib log as they work: to a file unless -v 2, so
@@ -141,6 +191,15 @@ class Command(BaseCommand):
     def _run(self, options, plot_path: Path, console) -> None:
         seeds = range(options["seed"], options["seed"] + options["seeds"])
         strategies = simulation.STRATEGIES if options["strategy"] == "both" else (options["strategy"],)
+        groupings = {"off": (False,), "on": (True,), "both": (False, True)}[options["grouping"]]
+        # Grouping runs with uncertainty routing only (random routing's audit tasks are never grouped).
+        runs = [(strategy, grouping) for strategy in strategies for grouping in groupings
+                if not (grouping and strategy != "uncertainty")]
+        dataset = options["dataset"]
+        data_name = "handwritten digits" if dataset is None else Path(options["data"]).name
+        time_model = simulation.AnnotatorTime(
+            single_task_s=options["single_task_seconds"], group_s=options["group_seconds"],
+            per_member_s=options["member_seconds"], misfit_spotted=options["misfit_spotted"])
         by_seed = []
         with (_Server() if not options["url"] else _Given(options["url"])) as url:
             for seed in seeds:
@@ -151,28 +210,37 @@ class Command(BaseCommand):
                     initial_labels=options["initial_labels"],
                     gold=options["gold"], test=options["test"], seed=seed,
                     uncertainty_threshold=options["uncertainty_threshold"], audit_share=options["audit_share"],
-                    skip_resolved=not options["keep_resolved"],
+                    skip_resolved=not options["keep_resolved"], grouping_threshold=options["grouping_threshold"],
+                    group_share=options["group_share"], group_target_size=options["group_target_size"],
+                    group_check_rate=options["group_check_rate"],
+                    annotator_time=time_model,
                 )
-                by_seed.append(self._one_seed(url, config, strategies, quiet=options["quiet"], console=console))
-        summary = {"config": {**config.__dict__, "seeds": list(seeds)},
+                by_seed.append(self._one_seed(url, config, runs, dataset=dataset, quiet=options["quiet"],
+                                              console=console))
+        summary = {"config": {**asdict(config), "grouping": options["grouping"], "seeds": list(seeds),
+                              "data": options["data"] or "digits", "label_column": options["label_column"]},
                    "runs": [{"seed": seed, "results": [r.as_dict() for r in results]}
                             for seed, results in zip(seeds, by_seed, strict=True)]}
         out = self.stdout.write
         if len(by_seed) == 1:
             shown = by_seed[0]
-            simulation.plot(shown, str(plot_path), shift=config.shift)
+            title = f"The flywheel on {data_name}"
         else:
-            shown = [simulation.mean_result([results[i] for results in by_seed]) for i in range(len(strategies))]
-            simulation.plot(shown, str(plot_path), title=f"The flywheel on handwritten digits: mean of {len(seeds)} "
-                                                          f"seeds", shift=config.shift)
+            shown = [simulation.mean_result([results[i] for results in by_seed]) for i in range(len(runs))]
+            title = f"The flywheel on {data_name}: mean of {len(seeds)} seeds"
             summary["mean"] = [r.as_dict() for r in shown]
-        if len(strategies) == 2:
-            per_seed = [simulation.compare(*results) for results in by_seed]
+        simulation.plot(shown, str(plot_path), title=title, shift=config.shift)
+        if len(groupings) == 2:
+            self._grouping_figures(summary, by_seed, shown, runs, seeds, plot_path, data_name)
+        if ("uncertainty", False) in runs and ("random", False) in runs:
+            single_task_runs = [[r for r in results if not r.grouping] for results in by_seed]
+            shown_strategies = [r for r in shown if not r.grouping]
+            per_seed = [simulation.compare(*results) for results in single_task_runs]
             for seed, comparison in zip(seeds, per_seed, strict=True):
                 comparison["seed"] = seed
                 if len(by_seed) > 1:
                     out(f"seed {seed}: {_verdict(comparison)}")
-            summary["comparison"] = per_seed[0] if len(by_seed) == 1 else simulation.compare(*shown)
+            summary["comparison"] = per_seed[0] if len(by_seed) == 1 else simulation.compare(*shown_strategies)
             summary["comparison_per_seed"] = per_seed
             prefix = "" if len(by_seed) == 1 else f"mean of {len(seeds)} seeds: "
             out(prefix + _verdict(summary["comparison"]))
@@ -180,22 +248,55 @@ class Command(BaseCommand):
         logs = f", logs: {plot_path.with_suffix('.log')}" if options["verbosity"] < 2 else ""
         out(f"plot: {plot_path} (figures: {plot_path.with_suffix('.json')}{logs})")
 
-    def _one_seed(self, url: str, config: simulation.SimulationConfig, strategies, *, quiet: bool, console):
+    def _grouping_figures(self, summary, by_seed, shown, runs, seeds, plot_path: Path, data_name: str) -> None:
+        """Grouping on against off (uncertainty routing): per seed and on the mean curves,
+        with its own plot beside the main one."""
+        off, on = runs.index(("uncertainty", False)), runs.index(("uncertainty", True))
+        per_seed = []
+        for seed, results in zip(seeds, by_seed, strict=True):
+            comparison = simulation.compare_grouping(results[off], results[on])
+            per_seed.append({"seed": seed, **comparison})
+            if len(by_seed) > 1:
+                self.stdout.write(f"seed {seed}: {_grouping_verdict(comparison)}")
+        if len(by_seed) == 1:
+            mean = per_seed[0]
+        else:
+            mean = simulation.compare_grouping(shown[off], shown[on])
+            # The interval's coverage is counted over every seed's rounds, not read off mean curves.
+            held = sum(c["rounds_interval_held"] for c in per_seed)
+            estimated = sum(c["rounds_with_estimate"] for c in per_seed)
+            mean.update(rounds_interval_held=held, rounds_with_estimate=estimated,
+                        interval_coverage=held / estimated if estimated else None, group_label_estimate=None)
+        summary["grouping_comparison"] = mean
+        summary["grouping_comparison_per_seed"] = per_seed
+        prefix = "" if len(by_seed) == 1 else f"mean of {len(by_seed)} seeds: "
+        self.stdout.write(prefix + _grouping_verdict(mean))
+        grouping_plot = plot_path.with_name(plot_path.stem + "-grouping.png")
+        suffix = "" if len(by_seed) == 1 else f": mean of {len(by_seed)} seeds"
+        simulation.plot_grouping(shown[off], shown[on], str(grouping_plot),
+                                 title=f"Grouping on {data_name}, same annotator time{suffix}")
+        self.stdout.write(f"grouping plot: {grouping_plot}")
+
+    def _one_seed(self, url: str, config: simulation.SimulationConfig, runs, *, dataset, quiet: bool, console):
         from tqdm import tqdm
 
         results = []
-        for strategy in strategies:
-            slug = f"sim-{strategy}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
-            ops, app, annotator = simulation_clients(url, slug, seed=config.seed)
-            bar = tqdm(total=config.rounds * 5 + 1, desc=f"{strategy} routing, seed {config.seed}", unit="step",
+        for strategy, grouping in runs:
+            kind = "grouped" if grouping else strategy
+            slug = f"sim-{kind}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
+            ops, app, annotator, checker = simulation_clients(url, slug, seed=config.seed, dataset=dataset)
+            run_config = replace(config, grouping=grouping)
+            name = f"{strategy} routing" + (", grouping on" if grouping else "")
+            bar = tqdm(total=config.rounds * 5 + 1, desc=f"{name}, seed {config.seed}", unit="step",
                        disable=quiet, file=console)
-            runner = simulation.Simulation(strategy=strategy, slug=slug, config=config, ops=ops, app=app,
-                                           annotator=annotator, progress=lambda step, bar=bar: bar.update(1))
+            runner = simulation.Simulation(strategy=strategy, slug=slug, config=run_config, ops=ops, app=app,
+                                           annotator=annotator, checker=checker, dataset=dataset,
+                                           progress=lambda step, bar=bar: bar.update(1))
             runner.setup()
             bar.update(1)
-            result = simulation.SimulationResult(strategy=strategy, project=slug)
+            result = simulation.SimulationResult(strategy=strategy, project=slug, grouping=grouping)
             if not quiet:
-                tqdm.write(f"\n{strategy} routing, seed {config.seed} ({slug})")
+                tqdm.write(f"\n{name}, seed {config.seed} ({slug})")
                 tqdm.write(_header())
             for number in range(1, config.rounds + 1):
                 row = runner.round(number)
@@ -205,6 +306,18 @@ class Command(BaseCommand):
             bar.close()
             results.append(result)
         return results
+
+
+def _grouping_verdict(c: dict) -> str:
+    def number(value, form):
+        return "-" if value is None else format(value, form)
+
+    return (f"grouping on labeled {number(c['items_per_minute_on'], '.1f')} items per annotator-minute against "
+            f"{number(c['items_per_minute_off'], '.1f')} off ({number(c['speedup'], '.1f')}x); group labels "
+            f"{number(c['group_label_accuracy'], '.3f')} right against single tasks' "
+            f"{number(c['single_label_accuracy'], '.3f')}; the checks' interval held the true group-label accuracy in "
+            f"{c['rounds_interval_held']} of {c['rounds_with_estimate']} rounds; model accuracy "
+            f"{c['final_accuracy_on']:.3f} on, {c['final_accuracy_off']:.3f} off")
 
 
 def _verdict(c: dict) -> str:
@@ -228,7 +341,7 @@ class _Given:
 
 
 def _header() -> str:
-    return (f"{'round':>5} {'labels':>6} {'true acc':>9} {'estimated (95% interval)':>26} "
+    return (f"{'round':>5} {'labels':>6} {'minutes':>7} {'true acc':>9} {'estimated (95% interval)':>26} "
             f"{'without labels (95%)':>28} {'drift':>12} {'champion':>10}")
 
 
@@ -240,5 +353,6 @@ def _row(row: simulation.RoundResult) -> str:
     drift = "-" if row.drifted is None else (f"yes ({row.drifted_fields})" if row.drifted else "no")
     champion = row.champion + (" *" if row.promoted else "")
     shift = " shifted" if row.shifted else ""
-    return (f"{row.round:>5} {row.labels:>6} {row.true_accuracy:>9.3f} {estimate:>26} {label_free:>28} "
-            f"{drift:>12} {champion:>10}{shift}")
+    minutes = row.annotator_seconds / 60
+    return (f"{row.round:>5} {row.items_labeled:>6} {minutes:>7.1f} {row.true_accuracy:>9.3f} {estimate:>26} "
+            f"{label_free:>28} {drift:>12} {champion:>10}{shift}")
