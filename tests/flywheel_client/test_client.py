@@ -243,6 +243,9 @@ def test_groups_are_built_fixed_and_labeled_through_the_client():
             annotator.annotate_group(threes["id"], "3")
         assert lost.value.status == 409
     assert Label.objects.filter(source="group", label="3").count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
 def test_an_app_logs_a_challengers_answers_and_ops_read_the_comparison(tmp_path):
     from tests.flywheel.training.shadow_data import trained
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from accounts.models import Role
 from flywheel.ingest import profiling, routing
 from flywheel.models import Prediction, RoutingBudget
-from accounts.models import Role
 from labeling.models import Label, Task
 from monitoring import services, stats
 from monitoring.models import AlertState, DriftAlert
