@@ -383,8 +383,10 @@ def task_review(*, task_id: int, reviewer, verdict: str, label: str | None = Non
     if label is not None and label not in task.project.labels:
         raise DomainError("invalid", f"'{label}' is not in the project's label set.",
                           fields={"label": ["Not in the project's label set."]})
-    Review.objects.create(task=task, reviewer=reviewer, round=task.round, verdict=verdict, label=label or "",
-                          reason=reason)
+    # A reject settles no label, whatever label came with it (the review page's form always
+    # sends the one its dropdown shows).
+    Review.objects.create(task=task, reviewer=reviewer, round=task.round, verdict=verdict,
+                          label=(label or "") if verdict == Verdict.ACCEPT else "", reason=reason)
     before = Label.objects.filter(prediction_id=task.prediction_id, is_current=True).values_list(
         "label", flat=True).first()
     if verdict == Verdict.ACCEPT:
