@@ -445,22 +445,27 @@ class FeedbackInput:
     created_at: datetime | None
 
 
+def _batch_items(body, *, key: str, one: str, many: str, max_batch: int) -> tuple[list, bool]:
+    """The items of a body that is one item or {key: [...]} of at most max_batch, and
+    whether it was a batch; refuses any other shape."""
+    if not isinstance(body, dict):
+        raise InputErrors({"body": [f'Expected a JSON object: one {one} or {{"{key}": [...]}}.']})
+    if key not in body:
+        return [body], False
+    if set(body) != {key}:
+        raise InputErrors({sorted(set(body) - {key})[0]: [f"Unknown field next to '{key}'."]})
+    items = body[key]
+    if not isinstance(items, list) or not items:
+        raise InputErrors({key: [f"Expected a non-empty list of {many}."]})
+    if len(items) > max_batch:
+        raise BatchTooLarge(len(items), max_batch)
+    return items, True
+
+
 def parse_feedback(body, *, labels: frozenset[str], max_batch: int, now: datetime) -> tuple[list[FeedbackInput], bool]:
     """Validate a feedback body (one object, or {"feedback": [...]}); raises InputErrors
     with every problem found, keyed like `feedback[3].label`."""
-    if not isinstance(body, dict):
-        raise InputErrors({"body": ['Expected a JSON object: one feedback or {"feedback": [...]}.']})
-    if "feedback" in body:
-        if set(body) != {"feedback"}:
-            raise InputErrors({sorted(set(body) - {"feedback"})[0]: ["Unknown field next to 'feedback'."]})
-        items = body["feedback"]
-        if not isinstance(items, list) or not items:
-            raise InputErrors({"feedback": ["Expected a non-empty list of feedback."]})
-        if len(items) > max_batch:
-            raise BatchTooLarge(len(items), max_batch)
-        batch = True
-    else:
-        items, batch = [body], False
+    items, batch = _batch_items(body, key="feedback", one="feedback", many="feedback", max_batch=max_batch)
     errors = _Collector()
     parsed = []
     for index, item in enumerate(items):
@@ -530,20 +535,8 @@ def parse_shadow_predictions(body, *, labels: frozenset[str],
     way predictions are: raises InputErrors with every problem found, keyed like
     `shadow_predictions[3].label`. That a prediction exists, and that the shadow is not its
     champion, needs the database: the service checks it."""
-    if not isinstance(body, dict):
-        raise InputErrors({"body": ['Expected a JSON object: one shadow prediction or {"shadow_predictions": [...]}.']})
-    if "shadow_predictions" in body:
-        if set(body) != {"shadow_predictions"}:
-            raise InputErrors({sorted(set(body) - {"shadow_predictions"})[0]:
-                               ["Unknown field next to 'shadow_predictions'."]})
-        items = body["shadow_predictions"]
-        if not isinstance(items, list) or not items:
-            raise InputErrors({"shadow_predictions": ["Expected a non-empty list of shadow predictions."]})
-        if len(items) > max_batch:
-            raise BatchTooLarge(len(items), max_batch)
-        batch = True
-    else:
-        items, batch = [body], False
+    items, batch = _batch_items(body, key="shadow_predictions", one="shadow prediction", many="shadow predictions",
+                                max_batch=max_batch)
     errors = _Collector()
     parsed = []
     for index, item in enumerate(items):
