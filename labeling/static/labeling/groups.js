@@ -17,23 +17,7 @@
   let shownAt = 0;
   let busy = false;
 
-  function csrfToken() {
-    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
-  }
-
-  async function api(method, url, body, keepalive = false) {
-    const response = await fetch(url, {
-      method, keepalive, credentials: "same-origin",
-      headers: {"Content-Type": "application/json", "X-CSRFToken": csrfToken(), "Accept": "application/json"},
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    let data = null;
-    if (response.status !== 204) {
-      try { data = await response.json(); } catch (error) { data = null; }
-    }
-    return {status: response.status, data};
-  }
+  const api = window.flywheelApi;  // labeling/api.js
 
   function toast(message) {
     toastBox.textContent = message;
