@@ -116,6 +116,14 @@ class ProjectMemberApi(APIView):
                                         role=data.validated_data["role"])
         return Response(MemberSerializer(selectors.project_members(project=project).get(user=user)).data)
 
+    @extend_schema(responses={204: OpenApiResponse(description="Removed")},
+                   summary="Take an account off the project; it keeps its role and keys (ops, admin; "
+                           "an admin only by an admin; not yourself)")
+    def delete(self, request, slug, username):
+        project = selectors.project_get_for_user(user=request.user, slug=slug)
+        services.member_remove(project=project, username=username, actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 def _page(events, query) -> Response:
     offset, limit = query["offset"], query["limit"]

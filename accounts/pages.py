@@ -90,6 +90,16 @@ def _role_set(request, project):
     return f"{user.username} is now {form.validated_data['role']}.", None, values
 
 
+def _member_remove(request, project):
+    values = form_input(request.POST, ("username",))
+    username = values.get("username", "")
+    try:
+        services.member_remove(project=project, username=username, actor=request.user)
+    except DomainError as exc:
+        return None, {"remove": [exc.message]}, values
+    return f"{username} is no longer a member of {project.name}.", None, values
+
+
 def _member_user(project, username: str):
     user = get_user_model().objects.filter(username=username, memberships__project=project).first()
     if user is None:
@@ -101,7 +111,8 @@ def _member_user(project, username: str):
 @login_required
 def people(request, slug):
     """GET: the members, their roles and (admins) their API keys; POST `form=member` adds an
-    account, `form=role` changes one's role (ops, admin), `form=key` issues a key and shows
+    account, `form=role` changes one's role, `form=remove` takes one off the project (ops,
+    admin), `form=key` issues a key and shows
     it this once, `form=revoke` revokes one (admin, as the tokens API)."""
     project = console_project(request, slug, manage=request.method == "POST")
     if request.method != "POST":
@@ -113,9 +124,10 @@ def people(request, slug):
         return _key_issue(request, project)
     if kind == "revoke":
         return _key_revoke(request, project)
-    if kind not in ("member", "role"):
+    forms = {"member": _member_add, "role": _role_set, "remove": _member_remove}
+    if kind not in forms:
         return _people_page(request, project, errors={FORM: [f"Unknown form '{kind}'."]}, status=400)
-    done, errors, values = (_member_add if kind == "member" else _role_set)(request, project)
+    done, errors, values = forms[kind](request, project)
     if errors:
         return _people_page(request, project, errors=errors, values={**values, "form": kind}, status=400)
     messages.success(request, done)

@@ -12,7 +12,7 @@ from django.utils import timezone
 from accounts import roles, tokens
 from accounts.models import Account, ApiToken, AuditEvent, LoginFailure, Membership, Role
 from accounts.selectors import login_lockout_seconds, user_role
-from common.errors import DomainError, NotFound
+from common.errors import Conflict, DomainError, NotFound
 
 log = structlog.get_logger(__name__)
 
@@ -181,6 +181,28 @@ def member_role_set(*, project, username: str, role: str, actor):
     _member_role_check(actor=actor, user=membership.user, role=role)
     user, _ = account_upsert(username=username, role=role, actor=actor, issue_key=False)
     return user
+
+
+@transaction.atomic
+def member_remove(*, project, username: str, actor) -> None:
+    """Take an account off a project. The account, its role and its keys stay (it may work
+    on other projects); it loses this project at once on this worker, on the others within
+    FLYWHEEL_ACCESS_CACHE_SECONDS. A task it holds here goes back to the queue when its
+    lease runs out, as any abandoned lease does."""
+    membership = (Membership.objects.select_for_update(of=("self",)).select_related("user", "user__account")
+                  .filter(project=project, user__username=username).first())
+    if membership is None:
+        raise NotFound("user_not_found", f"'{username}' is not a member of '{project.slug}'.")
+    if membership.user_id == getattr(actor, "pk", None):
+        # An ops person who removed themselves would lose the project and could not undo it.
+        raise Conflict("cannot_remove_self", f"You cannot remove yourself from '{project.slug}': "
+                                             "ask another ops person or an admin.")
+    role = user_role(membership.user)
+    if user_role(actor) != Role.ADMIN and role == Role.ADMIN:
+        raise DomainError("forbidden", f"Only admins may remove '{username}', an admin.", status_code=403)
+    membership.delete()
+    audit_record(actor=actor, action="account.membership_remove", project=project, target=username,
+                 details={"role": role})
 
 
 # --- Sign-in lockout ----------------------------------------------------------------------

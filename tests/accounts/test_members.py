@@ -201,3 +201,72 @@ def test_ops_changing_an_admins_role_on_the_page_is_refused_on_the_row(project, 
     admin[0].account.refresh_from_db()
     assert admin[0].account.role == Role.ADMIN
     assert not AuditEvent.objects.filter(action="account.role_change").exists()
+
+
+def test_ops_remove_a_member_who_then_cannot_open_the_project(project, ops):
+    other = factories.project(slug="elsewhere")
+    sam, sam_key = factories.user_with_role(Role.ANNOTATOR, project, username="sam")
+    services.membership_add(user=sam, project=other)
+    assert factories.api_client(sam_key).get(f"/api/v1/projects/{project.slug}/").status_code == 200
+
+    response = factories.api_client(ops[1]).delete(MEMBERS.format(slug=project.slug) + "sam/")
+
+    assert response.status_code == 204
+    assert list(Membership.objects.filter(user=sam).values_list("project__slug", flat=True)) == ["elsewhere"]
+    # The account, its role and its key stay; this project is gone for it at once.
+    sam.account.refresh_from_db()
+    assert sam.account.role == Role.ANNOTATOR and ApiToken.objects.filter(user=sam).exists()
+    assert factories.api_client(sam_key).get(f"/api/v1/projects/{project.slug}/").status_code == 404
+    assert factories.api_client(sam_key).get("/api/v1/projects/elsewhere/").status_code == 200
+    event = AuditEvent.objects.get(action="account.membership_remove")
+    assert (event.actor_name, event.target, event.project_id, event.details) == (
+        "olga", "sam", project.pk, {"role": "annotator"})
+
+
+@pytest.mark.parametrize("who, status, code", [
+    ("olga", 409, "cannot_remove_self"),  # ops would lose the project and could not undo it
+    ("ada", 403, "forbidden"),  # an admin is an admin's to remove
+    ("stranger", 404, "user_not_found"),  # a member of another project only
+    ("nobody", 404, "user_not_found"),
+])
+def test_a_removal_the_rules_refuse_changes_nothing(project, ops, admin, who, status, code):
+    services.membership_add(user=admin[0], project=project)
+    factories.user_with_role(Role.ANNOTATOR, factories.project(slug="elsewhere"), username="stranger")
+    before = set(Membership.objects.values_list("pk", flat=True))
+
+    response = factories.api_client(ops[1]).delete(MEMBERS.format(slug=project.slug) + f"{who}/")
+
+    assert response.status_code == status and response.json()["error"]["code"] == code
+    assert set(Membership.objects.values_list("pk", flat=True)) == before
+    assert not AuditEvent.objects.filter(action="account.membership_remove").exists()
+
+
+def test_an_admin_removes_an_admin_but_not_themselves(project, admin):
+    services.membership_add(user=admin[0], project=project)
+    other_admin, _ = factories.user_with_role(Role.ADMIN, username="alan")
+    services.membership_add(user=other_admin, project=project)
+    api = factories.api_client(admin[1])
+
+    assert api.delete(MEMBERS.format(slug=project.slug) + "ada/").status_code == 409
+    assert api.delete(MEMBERS.format(slug=project.slug) + "alan/").status_code == 204
+    assert list(Membership.objects.filter(project=project).values_list("user__username", flat=True)) == ["ada"]
+
+
+def test_removing_on_the_page_shows_a_refusal_on_the_row_and_stores_nothing(project, ops, admin):
+    services.membership_add(user=admin[0], project=project)
+    client = _page_client(ops[0])
+    url = f"/ops/{project.slug}/people/"
+
+    page = client.get(url).content.decode()
+    # Ops are offered no Remove for themselves or an admin: the rules would refuse it.
+    row = page[page.index('data-member="ada"'):page.index("</tr>", page.index('data-member="ada"'))]
+    own = page[page.index('data-member="olga"'):page.index("</tr>", page.index('data-member="olga"'))]
+    assert "Remove…" not in row and "Remove…" not in own
+    refused = client.post(url, {"form": "remove", "username": "ada"})
+
+    assert refused.status_code == 400
+    page = refused.content.decode()
+    row = page[page.index('data-member="ada"'):page.index("</tr>", page.index('data-member="ada"'))]
+    assert "Only admins may remove &#x27;ada&#x27;, an admin." in row
+    assert Membership.objects.filter(project=project, user=admin[0]).exists()
+    assert not AuditEvent.objects.filter(action="account.membership_remove").exists()

@@ -7,6 +7,7 @@ gets the 403 page. Screenshots at 1280 and 390 px go to test-artifacts/."""
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from accounts import services
@@ -57,11 +58,28 @@ def test_ops_add_a_member_and_change_a_role_but_see_no_keys():
         assert page.query_selector("[data-key]") is None and page.query_selector("#issue-key") is None
         screenshot(page, "console-people-ops-1280")
 
+        # Remove sam behind a confirmation that says what changes; Cancel keeps sam.
+        page.click("tr[data-member='sam'] button:has-text('Remove…')")
+        dialog = page.inner_text("dialog[open]")
+        assert "sam can no longer open Digits" in dialog and "The account stays, with its role (reviewer)" in dialog
+        screenshot(page, "console-people-remove-confirm-1280")
+        page.click("dialog[open] button:has-text('Cancel')")
+        assert page.is_visible("tr[data-member='sam']")
+        page.click("tr[data-member='sam'] button:has-text('Remove…')")
+        page.click("dialog[open] button:has-text('Remove')")
+        page.wait_for_selector("text=sam is no longer a member of Digits.")
+        assert page.query_selector("tr[data-member='sam']") is None
+        # No Remove on one's own row: ops would lock themselves out.
+        assert page.query_selector("tr[data-member='olga'] button:has-text('Remove…')") is None
+
     assert not Membership.objects.filter(user__username="two words").exists()
-    sam = Membership.objects.get(project=project, user__username="sam").user
+    # sam is off the project; the account and its new role stay.
+    assert not Membership.objects.filter(project=project, user__username="sam").exists()
+    sam = get_user_model().objects.get(username="sam")
     assert sam.account.role == Role.REVIEWER and not ApiToken.objects.filter(user=sam).exists()
     actions = list(AuditEvent.objects.filter(actor__username="olga").order_by("id").values_list("action", flat=True))
-    assert actions == ["account.create", "account.membership_add", "account.role_change"]
+    assert actions == ["account.create", "account.membership_add", "account.role_change",
+                       "account.membership_remove"]
 
 
 def test_an_admin_issues_a_key_shown_once_and_revokes_one():

@@ -146,6 +146,7 @@ ENDPOINTS = [
              body={"username": "m-newcomer", "role": "annotator"}),
     Endpoint("PATCH", "/api/v1/projects/{slug}/members/{bystander}/", {"ops", "admin"},
              body={"role": "reviewer"}),
+    Endpoint("DELETE", "/api/v1/projects/{slug}/members/{bystander}/", {"ops", "admin"}, ok=204),
     Endpoint("GET", "/api/v1/audit/", {"admin"}, member_scoped=False),
     # --- Web pages (session). Members of one project are sent straight to it (302); the
     # admin sees both projects and gets the list. ---
@@ -193,6 +194,8 @@ ENDPOINTS = [
     Endpoint("GET", "/ops/{other}/people/", {"ops", "admin"}, kind="page", other_project=True),
     Endpoint("POST", "/ops/{slug}/people/", {"ops", "admin"}, kind="page", ok=400,
              body={"form": "member", "username": "bad name", "role": "annotator"}),
+    Endpoint("POST", "/ops/{slug}/people/", {"ops", "admin"}, kind="page", ok=302,
+             body={"form": "remove", "username": "m-bystander"}),
     Endpoint("POST", "/ops/{slug}/people/", {"admin"}, kind="page", ok=400,
              body={"form": "key", "username": "m-bystander", "expires_at": "2000-01-01T00:00"}),
     Endpoint("POST", "/ops/{slug}/people/", {"admin"}, kind="page", ok=302,
