@@ -213,11 +213,27 @@ def test_ops_create_a_project_and_set_its_policies_in_the_forms():
     assert (project.routing["audit_rate"], project.routing["demote_stale"]) == (0.1, False)
 
 
-def test_ops_set_the_drift_reference_and_run_a_check_from_the_page():
+def _series_shown(page) -> list[str]:
+    return page.evaluate("""() => {
+        const chart = Chart.getChart("chart-over-time");
+        return chart.data.datasets.filter((d, i) => chart.isDatasetVisible(i) && d.label !== "drift line")
+            .map((d) => d.label);
+    }""")
+
+
+def test_ops_set_the_drift_reference_run_checks_and_watch_them_arrive(monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
     from monitoring import selectors as monitoring_selectors
+    from monitoring import services as monitoring_services
+    from monitoring.models import CheckTrigger, DriftReport
 
     project = make_versions()
-    factories.user_with_role(Role.OPS, project, username="ops", password=PASSWORD)
+    ops, _ = factories.user_with_role(Role.OPS, project, username="ops", password=PASSWORD)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    # A scheduled check is run from here while Playwright's loop runs in this thread; the
+    # service does its own database work in its own process.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with LiveService(FLYWHEEL_STORAGE_ROOT=settings.FLYWHEEL_STORAGE_ROOT) as service, \
             browser_page(width=1280) as page:
         log_in(page, service.url, "ops", PASSWORD, next_path="/ops/digits/drift/")
@@ -231,16 +247,71 @@ def test_ops_set_the_drift_reference_and_run_a_check_from_the_page():
         page.click("[data-testid=reference-form] button[type=submit]")
         page.wait_for_selector("text=Drift is now measured against dataset version 2.")
         assert "dataset version 2" in page.inner_text("[data-testid='reference-now']")
+
+        # A window that ends before it starts: refused under the field, the reference stays.
+        page.check("input[name='kind'][value='window']")
+        page.fill("#ref-start", f"{hour + timedelta(hours=1):%Y-%m-%dT%H:%M}")
+        page.fill("#ref-end", f"{hour - timedelta(hours=1):%Y-%m-%dT%H:%M}")
+        page.click("[data-testid=reference-form] button[type=submit]")
+        assert page.inner_text("[data-testid='error-ref-end']") == "Must be after start."
+        page.fill("#ref-start", f"{hour - timedelta(hours=1):%Y-%m-%dT%H:%M}")
+        page.fill("#ref-end", f"{hour + timedelta(hours=1):%Y-%m-%dT%H:%M}")
+        page.fill("#ref-note", "the digits as logged today")
+        page.click("[data-testid=reference-form] button[type=submit]")
+        page.wait_for_selector("text=Drift is now measured against the window")
+        assert "the digits as logged today" in page.inner_text("[data-testid='reference-history']")
+
         page.click("text=Run the check")
         page.wait_for_selector("text=Check #")
         page.wait_for_selector("[data-testid='reports'] tbody tr")
         screenshot(page, "console-drift-1280")
-        page.set_viewport_size({"width": 390, "height": 844})
-        screenshot(page, "console-drift-390")
+        page.set_viewport_size({"width": 420, "height": 844})
+        screenshot(page, "console-drift-420")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+        # A scheduled check lands while the page is open: it shows up by itself, without a
+        # reload, at the page's next refresh (the page's clock is moved on, not waited for).
+        page.set_viewport_size({"width": 1280, "height": 860})
+        page.clock.install()
+        page.reload()
+        page.evaluate("window.stillTheSamePage = true")
+        scheduled = monitoring_services.drift_check_run(project=project, trigger=CheckTrigger.SCHEDULED)
+        assert page.query_selector(f"[data-testid='reports'] td:text-is('{scheduled.pk}')") is None
+        page.clock.fast_forward(31_000)
+        page.wait_for_selector(f"[data-testid='reports'] td:text-is('{scheduled.pk}')")
+        assert page.evaluate("window.stillTheSamePage") is True
+
+        # The dashboard's drift-over-time legend: the top fields of the 67 (64 pixels, the
+        # label, the confidence, the joint drift), the rest a search away.
+        page.goto(f"{service.url}/ops/digits/")
+        page.wait_for_function("() => window.Chart && Chart.getChart('chart-over-time')")
+        shown = _series_shown(page)
+        assert len(shown) == 8
+        assert page.inner_text("[data-testid='series-shown']") == "8 of 67 fields shown"
+        legend = page.evaluate("Chart.getChart('chart-over-time').legend.legendItems.map((i) => i.text)")
+        assert legend == [*shown, "drift line"]
+        hidden = next(name for name in (f"px{i}" for i in range(64)) if name not in shown)
+        page.fill("#series-search", hidden)
+        page.press("#series-search", "Enter")
+        assert set(_series_shown(page)) == {*shown, hidden}
+        assert page.inner_text("[data-testid='series-shown']") == "9 of 67 fields shown"
+        page.fill("#series-search", "no such field")
+        page.press("#series-search", "Enter")
+        assert "No field named like" in page.inner_text("[data-testid='series-shown']")
+        page.click("#series-top")
+        assert set(_series_shown(page)) == set(shown)
+        screenshot(page, "console-dashboard-1280")
+        page.set_viewport_size({"width": 420, "height": 844})
+        screenshot(page, "console-dashboard-420")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
     current = monitoring_selectors.reference_current(project=project)
-    assert current.dataset_version == 2
-    assert AuditEvent.objects.filter(action="drift.reference_set", actor__username="ops").count() == 1
+    assert (current.kind, current.note) == ("window", "the digits as logged today")
+    events = AuditEvent.objects.filter(action="drift.reference_set", actor__username="ops").order_by("id")
+    assert [e.details.get("kind") for e in events] == ["dataset_version", "window"]
+    # A check run from the page has no audit event in the API either: its report names who asked.
+    asked = DriftReport.objects.get(requested_by=ops)
+    assert asked.trigger == CheckTrigger.ON_DEMAND and asked.pk != scheduled.pk
 
 
 def test_the_quality_page_draws_the_reliability_diagram():

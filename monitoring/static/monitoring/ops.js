@@ -53,6 +53,14 @@
   // Drift over time: each field's effect size over the threshold its check applied (1 is the
   // dashed line), drifted checks marked; measured points joined by straight lines, not smoothed.
   const overTime = data.over_time;
+  const picker = {
+    search: document.getElementById("series-search"),
+    shown: document.querySelector("[data-testid=series-shown]"),
+  };
+  const countShown = (chart) => {
+    const shown = overTime.series.filter((s, i) => chart.isDatasetVisible(i)).length;
+    if (picker.shown) picker.shown.textContent = `${shown} of ${overTime.series.length} fields shown`;
+  };
   if (overTime) {
     const datasets = overTime.series.map((s, i) => {
       const hue = PALETTE[i % PALETTE.length];
@@ -73,10 +81,27 @@
       data: {labels: overTime.times.map(shortTime), datasets},
       options: {
         interaction: {mode: "nearest", intersect: false},
+        // On a narrow screen the legend goes under the chart, leaving it the width.
+        onResize: (chart, size) => {
+          const position = size.width < 560 ? "bottom" : "right";
+          if (chart.options.plugins.legend.position !== position) {
+            chart.options.plugins.legend.position = position;
+            chart.update("none");
+          }
+        },
         scales: {y: {beginAtZero: true, title: {display: true, text: "effect size ÷ its threshold"}},
                  x: {grid: {display: false}}},
         plugins: {
-          legend: {position: "right"},
+          // Only the fields shown are listed: with dozens of fields a full legend takes the
+          // chart's room. The rest are a search away (below).
+          legend: {
+            position: window.innerWidth < 640 ? "bottom" : "right",
+            labels: {filter: (item) => !item.hidden},
+            onClick: (event, item, legend) => {
+              Chart.defaults.plugins.legend.onClick.call(legend, event, item, legend);
+              countShown(legend.chart);
+            },
+          },
           tooltip: {callbacks: {label: (c) => {
             const series = overTime.series[c.datasetIndex];
             if (!series) return `drift line: ${c.parsed.y}`;
@@ -86,6 +111,37 @@
           }}},
         },
       },
+    });
+  }
+
+  const overTimeChart = overTime && Chart.getChart("chart-over-time");
+  if (overTimeChart) {
+    countShown(overTimeChart);
+    // Show the field typed (its exact name, else the first name that contains the text).
+    const show = () => {
+      const text = picker.search.value.trim().toLowerCase();
+      if (!text) return;
+      const names = overTime.series.map((s) => s.name.toLowerCase());
+      let index = names.indexOf(text);
+      if (index < 0) index = names.findIndex((name) => name.includes(text));
+      if (index < 0) {
+        picker.shown.textContent = `No field named like "${picker.search.value.trim()}".`;
+        return;
+      }
+      overTimeChart.setDatasetVisibility(index, true);
+      overTimeChart.update();
+      picker.search.value = "";
+      countShown(overTimeChart);
+    };
+    picker.search.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") { event.preventDefault(); show(); }
+    });
+    picker.search.addEventListener("change", show);  // picked from the list
+    document.getElementById("series-show").addEventListener("click", show);
+    document.getElementById("series-top").addEventListener("click", () => {
+      overTime.series.forEach((s, i) => overTimeChart.setDatasetVisibility(i, !s.hidden));
+      overTimeChart.update();
+      countShown(overTimeChart);
     });
   }
 
