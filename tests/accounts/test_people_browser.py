@@ -2,7 +2,7 @@
 account and change a role (a bad username refused under its field, nothing stored); an
 admin issues an app's key, sees it once (gone when the page is opened again) and revokes
 one behind its confirmation; ops see no keys and are refused the key forms; an annotator
-gets the 403 page. Screenshots at 1280 and 390 px go to test-artifacts/."""
+gets the 403 page. Screenshots at 1280 and 420 px go to test-artifacts/."""
 
 from datetime import timedelta
 
@@ -138,8 +138,8 @@ def test_an_admin_issues_a_key_shown_once_and_revokes_one():
         page.wait_for_selector("text=Key 'old-deploy'")
         assert page.query_selector(f"{row} [data-key='old-deploy']") is None
         screenshot(page, "console-people-1280")
-        page.set_viewport_size({"width": 390, "height": 844})
-        screenshot(page, "console-people-390")
+        page.set_viewport_size({"width": 420, "height": 844})
+        screenshot(page, "console-people-420")
         assert _fits(page)
 
     # The failed form and the cancelled confirmation made nothing: two keys, the new one scoped.
@@ -154,7 +154,7 @@ def test_an_admin_issues_a_key_shown_once_and_revokes_one():
 def test_an_annotator_gets_the_403_page():
     project = factories.project(slug="digits")
     factories.user_with_role(Role.ANNOTATOR, project, username="ann", password=PASSWORD)
-    with LiveService() as service, browser_page(width=390, height=844) as page:
+    with LiveService() as service, browser_page(width=420, height=844) as page:
         log_in(page, service.url, "ann", PASSWORD, next_path="/label/")
         response = page.goto(f"{service.url}{PEOPLE}")
         assert response.status == 403

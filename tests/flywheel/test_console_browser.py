@@ -1,14 +1,14 @@
 """The console's training page in real Chromium, against the service (gunicorn) and a real
 Celery worker: ops refuse a bad value in the form, start a run and watch it move through
 its stages without reloading, read the gate, promote by hand and roll back through the
-confirmation. Screenshots at 1280 and 390 px go to test-artifacts/."""
+confirmation. Screenshots at 1280 and 420 px go to test-artifacts/."""
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 
 from accounts.models import AuditEvent, Role
-from flywheel.models import ModelAlias, TrainingRun
+from flywheel.models import DatasetVersion, ModelAlias, TrainingRun
 from tests import factories
 from tests.browser import browser_page, log_in, screenshot
 from tests.flywheel.test_console_datasets import make_versions
@@ -96,8 +96,8 @@ def test_ops_train_watch_promote_and_roll_back_from_the_page():
         page.wait_for_selector("text=Rolled back: run-1 is the champion again (was run-2).")
         assert page.inner_text("[data-testid='champion']") == "run-1"
         screenshot(page, "console-training-1280")
-        page.set_viewport_size({"width": 390, "height": 844})
-        screenshot(page, "console-training-390")
+        page.set_viewport_size({"width": 420, "height": 844})
+        screenshot(page, "console-training-420")
         # Nothing spills sideways on a phone.
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
@@ -113,7 +113,7 @@ def test_an_annotator_sees_only_label_and_gets_the_styled_403():
     project = factories.project(slug="digits")
     factories.user_with_role(Role.ANNOTATOR, project, username="ann", password=PASSWORD)
     with LiveService() as service:
-        for width in (1280, 390):
+        for width in (1280, 420):
             with browser_page(width=width, height=844) as page:
                 log_in(page, service.url, "ann", PASSWORD, next_path="/label/")
                 links = page.eval_on_selector_all(".topbar nav a", "links => links.map(a => a.innerText)")
@@ -158,15 +158,29 @@ def test_ops_compare_two_dataset_versions_download_and_retry_a_failed_one():
         lines = open(download.value.path()).read().splitlines()
         assert len(lines) == 1 + 70  # the header and every row
 
+        # The JSONL export beside it.
+        assert page.get_attribute("#versions tr[data-version='2'] a:has-text('JSONL')", "href").endswith(
+            "/api/v1/projects/digits/datasets/2/export/jsonl/")
+
         # Retry the failed version from its row: it is built again and becomes ready.
         page.click("#versions tr[data-version='3'] button:has-text('Retry')")
         page.wait_for_selector("#versions tr[data-version='3'][data-status='ready']", timeout=60_000)
         assert page.is_visible("#versions tr[data-version='3'] a:has-text('JSONL')")
+
+        # Build a new version from the form: it appears and becomes ready without a reload.
+        page.evaluate("window.stillTheSamePage = true")
+        page.fill("#id_note", "after the relabeling")
+        page.click("[data-testid=new-version] button[type=submit]")
+        page.wait_for_selector("#versions tr[data-version='4'][data-status='ready']", timeout=60_000)
+        assert "after the relabeling" in page.inner_text("#versions tr[data-version='4']")
         screenshot(page, "console-datasets-1280")
-        page.set_viewport_size({"width": 390, "height": 844})
-        screenshot(page, "console-datasets-390")
+        page.set_viewport_size({"width": 420, "height": 844})
+        screenshot(page, "console-datasets-420")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert AuditEvent.objects.filter(action="dataset.retry", actor__username="ops").count() == 1
+    built = DatasetVersion.objects.get(project=project, number=4)
+    assert (built.status, built.note) == ("ready", "after the relabeling")
+    assert AuditEvent.objects.filter(action="dataset.create", actor__username="ops", target="v4").exists()
 
 
 def test_ops_create_a_project_and_set_its_policies_in_the_forms():
@@ -202,15 +216,32 @@ def test_ops_create_a_project_and_set_its_policies_in_the_forms():
         page.click("text=Save routing")
         page.wait_for_selector("text=Routing saved.")
         assert page.input_value("[id='id_routing.audit_rate']") == "0.1"
+
+        # Every other policy form saves on its own, the same way.
+        for section, field, value in [("labeling", "gold_rate", "0.05"), ("feedback", "min_users", "3"),
+                                      ("drift", "window_hours", "12"), ("retraining", "min_new_labels", "200")]:
+            page.fill(f"[id='id_{section}.{field}']", value)
+            page.click(f"[data-testid='form-{section}'] button:has-text('Save {section}')")
+            page.wait_for_selector(f"text={section.capitalize()} saved.")
+            assert page.input_value(f"[id='id_{section}.{field}']") == value
         screenshot(page, "console-settings-1280")
-        page.set_viewport_size({"width": 390, "height": 844})
-        screenshot(page, "console-settings-390")
+        page.set_viewport_size({"width": 420, "height": 844})
+        screenshot(page, "console-settings-420")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         page.goto(f"{service.url}/ops/projects/new/")
-        screenshot(page, "console-project-new-390")
+        screenshot(page, "console-project-new-420")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.set_viewport_size({"width": 1280, "height": 860})
+        screenshot(page, "console-project-new-1280")
+    # The refused form stored nothing: one project made, by one event.
+    assert Project.objects.count() == 2
     project = Project.objects.get(slug="scans")
     assert project.features[0] == {"name": "size", "type": "numeric", "min": 0.0, "max": 40.0}
     assert (project.routing["audit_rate"], project.routing["demote_stale"]) == (0.1, False)
+    assert (project.labeling["gold_rate"], project.feedback["min_users"], project.drift["window_hours"],
+            project.retraining["min_new_labels"]) == (0.05, 3, 12, 200)
+    events = AuditEvent.objects.filter(actor__username="ops", project=project).order_by("id")
+    assert [e.action for e in events] == ["project.create"] + ["project.update"] * 5
 
 
 def _series_shown(page) -> list[str]:
@@ -318,7 +349,7 @@ def test_the_quality_page_draws_the_reliability_diagram():
     project = make_audited()
     factories.user_with_role(Role.OPS, project, username="ops", password=PASSWORD)
     with LiveService() as service:
-        for width in (1280, 390):
+        for width in (1280, 420):
             with browser_page(width=width, height=844) as page:
                 log_in(page, service.url, "ops", PASSWORD, next_path="/ops/digits/quality/")
                 box = page.locator("svg rect.bar").bounding_box()
