@@ -60,11 +60,15 @@
     }
     if (notes[v.version]) actions.append(el("div", {"class": "field-error"}, notes[v.version]));
     const made = [v.trigger, v.note].filter(Boolean).join(": ");
+    // data-label names each cell for a narrow screen, where a version is a block, not a row.
     return el("tr", {"data-version": String(v.version), "data-status": v.status},
               el("td", {}, el("b", {}, `v${v.version}`), v.parent ? el("div", {"class": "muted"}, `from v${v.parent}`) : null),
-              status, el("td", {}, String(v.counts.rows)), el("td", {}, counts(v.counts.by_label)),
-              el("td", {}, counts(v.counts.by_source)), el("td", {}, counts(v.counts.by_split)),
-              el("td", {}, made, el("div", {"class": "muted"}, (v.created_at || "").slice(0, 16).replace("T", " "))),
+              status, el("td", {"data-label": "rows"}, String(v.counts.rows)),
+              el("td", {"data-label": "by label"}, counts(v.counts.by_label)),
+              el("td", {"data-label": "by source"}, counts(v.counts.by_source)),
+              el("td", {"data-label": "by split"}, counts(v.counts.by_split)),
+              el("td", {"data-label": "made"}, made,
+                 el("div", {"class": "muted"}, (v.created_at || "").slice(0, 16).replace("T", " "))),
               actions);
   }
 
