@@ -57,10 +57,14 @@
     search: document.getElementById("series-search"),
     shown: document.querySelector("[data-testid=series-shown]"),
   };
+  // The fields picked are kept for this tab, so the page's own reload (below) keeps them.
+  const PICKED = `ops-picked:${window.location.pathname}`;
   const countShown = (chart) => {
-    const shown = overTime.series.filter((s, i) => chart.isDatasetVisible(i)).length;
-    if (picker.shown) picker.shown.textContent = `${shown} of ${overTime.series.length} fields shown`;
+    const shown = overTime.series.filter((s, i) => chart.isDatasetVisible(i));
+    if (picker.shown) picker.shown.textContent = `${shown.length} of ${overTime.series.length} fields shown`;
   };
+  const remember = (chart) => window.sessionStorage.setItem(
+    PICKED, JSON.stringify(overTime.series.filter((s, i) => chart.isDatasetVisible(i)).map((s) => s.name)));
   if (overTime) {
     const datasets = overTime.series.map((s, i) => {
       const hue = PALETTE[i % PALETTE.length];
@@ -100,6 +104,7 @@
             onClick: (event, item, legend) => {
               Chart.defaults.plugins.legend.onClick.call(legend, event, item, legend);
               countShown(legend.chart);
+              remember(legend.chart);
             },
           },
           tooltip: {callbacks: {label: (c) => {
@@ -116,6 +121,11 @@
 
   const overTimeChart = overTime && Chart.getChart("chart-over-time");
   if (overTimeChart) {
+    const picked = JSON.parse(window.sessionStorage.getItem(PICKED) || "null");
+    if (Array.isArray(picked)) {
+      overTime.series.forEach((s, i) => overTimeChart.setDatasetVisibility(i, picked.includes(s.name)));
+      overTimeChart.update();
+    }
     countShown(overTimeChart);
     // Show the field typed (its exact name, else the first name that contains the text).
     const show = () => {
@@ -132,6 +142,7 @@
       overTimeChart.update();
       picker.search.value = "";
       countShown(overTimeChart);
+      remember(overTimeChart);
     };
     picker.search.addEventListener("keydown", (event) => {
       if (event.key === "Enter") { event.preventDefault(); show(); }
@@ -142,6 +153,7 @@
       overTime.series.forEach((s, i) => overTimeChart.setDatasetVisibility(i, !s.hidden));
       overTimeChart.update();
       countShown(overTimeChart);
+      window.sessionStorage.removeItem(PICKED);  // the top fields of each new load again
     });
   }
 
@@ -198,4 +210,17 @@
       },
     });
   });
+
+  // The figures refresh by themselves: the page is loaded again every 5 minutes (checks run
+  // hourly by default; the queue and labels move faster), unless the tab is hidden or a
+  // field name is being typed.
+  const RELOAD_MS = 5 * 60 * 1000;
+  const reload = () => {
+    if (document.hidden || (picker.search && picker.search.value)) {
+      window.setTimeout(reload, RELOAD_MS);
+      return;
+    }
+    window.location.reload();
+  };
+  window.setTimeout(reload, RELOAD_MS);
 })();
