@@ -339,6 +339,10 @@ def test_ops_set_the_drift_reference_run_checks_and_watch_them_arrive(monkeypatc
         assert set(_series_shown(page)) == set(shown)
         screenshot(page, "console-dashboard-1280")
         page.set_viewport_size({"width": 420, "height": 844})
+        # Chart.js redraws each chart at the new width a frame or two later: nothing may spill
+        # sideways once it has.
+        page.wait_for_function("document.documentElement.scrollWidth <= window.innerWidth")
+        page.clock.run_for(100)  # the frames the resize waits on, on the page's own clock
         screenshot(page, "console-dashboard-420")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 

@@ -150,6 +150,7 @@
     picker.search.addEventListener("change", show);  // picked from the list
     document.getElementById("series-show").addEventListener("click", show);
     document.getElementById("series-top").addEventListener("click", () => {
+      picker.search.value = "";
       overTime.series.forEach((s, i) => overTimeChart.setDatasetVisibility(i, !s.hidden));
       overTimeChart.update();
       countShown(overTimeChart);
