@@ -5,6 +5,7 @@ confirmation. Screenshots at 1280 and 420 px go to test-artifacts/."""
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from django.test import override_settings
 
 from accounts.models import AuditEvent, Role
@@ -307,6 +308,9 @@ def test_ops_set_the_drift_reference_run_checks_and_watch_them_arrive(monkeypatc
         page.reload()
         page.evaluate("window.stillTheSamePage = true")
         scheduled = monitoring_services.drift_check_run(project=project, trigger=CheckTrigger.SCHEDULED)
+        # Playwright runs this block in a greenlet of its own, so the connection the check
+        # opened here is not the one pytest-django closes at teardown: close it now.
+        connections.close_all()
         assert page.query_selector(f"[data-testid='reports'] td:text-is('{scheduled.pk}')") is None
         page.clock.fast_forward(31_000)
         page.wait_for_selector(f"[data-testid='reports'] td:text-is('{scheduled.pk}')")
