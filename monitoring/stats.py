@@ -30,6 +30,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -91,13 +92,26 @@ class AsinhGrid:
         x = np.asarray(values, dtype=float)
         missing = np.isnan(x)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            z = (x - self.center) / self.scale
+            z = x - self.center
+            z /= self.scale
             # asinh through log and sqrt: twice as fast as np.arcsinh, and exact enough
             # for bins 0.028 wide (z*z overflowing to inf lands in the overflow bin).
-            u = np.copysign(np.log(np.abs(z) + np.sqrt(z * z + 1)), z)
-            position = np.floor((u + ASINH_SPAN) * (self.bins / (2 * ASINH_SPAN)))
-        position = np.clip(np.where(missing, 0, position), -1, self.bins)
-        out = position.astype(np.int64) + 2
+            # In place, in two buffers: a window of a million values spent a third of its
+            # time allocating temporaries (bench/drift.py, the raw-array figure).
+            u = np.abs(z)
+            w = np.multiply(u, u)
+            w += 1
+            np.sqrt(w, out=w)
+            w += u
+            np.log(w, out=w)
+            np.copysign(w, z, out=w)
+            w += ASINH_SPAN
+            w *= self.bins / (2 * ASINH_SPAN)
+            np.floor(w, out=w)
+        w[missing] = 0
+        np.clip(w, -1, self.bins, out=w)
+        out = w.astype(np.int64)
+        out += 2
         out[missing] = MISSING
         return out
 
@@ -174,7 +188,9 @@ class Vocabulary:
     def index(self, values) -> np.ndarray:
         lookup = {category: FIRST_CATEGORY + i for category, i in self._positions.items()}
         lookup[None] = MISSING
-        return np.fromiter((lookup.get(v, OTHER) for v in values), dtype=np.int64, count=len(values))
+        # map() calls dict.get in C, with no Python frame per value: a third faster than a
+        # generator over a million values.
+        return np.fromiter(map(lookup.get, values, repeat(OTHER)), dtype=np.int64, count=len(values))
 
 
 def histogram(indices: np.ndarray, size: int) -> np.ndarray:
