@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from accounts.models import Role
 from flywheel.models import Prediction
 from labeling.models import Label
+from tests.monitoring.test_dashboard import login
 
 PREDICTIONS = "/api/v1/projects/digits/predictions/"
 DAYS = 6  # days before today with traffic; the last of them is the concept shift
@@ -108,3 +110,18 @@ def test_an_unknown_period_is_a_400_naming_the_field(ops_client, project, value)
 def test_without_accuracy_by_stats_keep_their_fields(ops_client, project):
     body = ops_client.get("/api/v1/projects/digits/stats/").json()
     assert "accuracy_series" not in body and "accuracy" in body
+
+
+def test_the_quality_page_draws_the_series_beside_the_audit_estimate(app_client, client, project):
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    load(app_client, project, today=today)
+    login(client, Role.OPS, project)
+    html = client.get("/ops/digits/quality/").content.decode()
+    chart = html.split('data-testid="accuracy-series"')[1].split("</section>")[0]
+    assert 'data-model="v1"' in chart and "Per hour, last 48 hours" in chart
+    assert chart.count('<polyline class="label-free"') == 1 and chart.count('class="label-free-band"') == 1
+    # One audit dot per day with labels; the concept-shifted day drawn apart, and said in words.
+    assert chart.count('<g class="audit') == DAYS and chart.count('<g class="audit disagrees">') == 1
+    assert "In 1 day the audit labels disagree with the estimate beyond both intervals." in chart
+    hourly = client.get("/ops/digits/quality/?accuracy_by=hour").content.decode()
+    assert "Per day, last 30 days" in hourly.split('data-testid="accuracy-series"')[1]
