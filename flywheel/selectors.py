@@ -2,14 +2,15 @@
 
 from flywheel.ingest.selectors import feedback_rates
 from flywheel.models import Project
-from flywheel.training.selectors import production_accuracy
+from flywheel.training.selectors import estimated_accuracy_series, production_accuracy
 from labeling import group_selectors
 from labeling import selectors as labeling_selectors
 
 
-def project_stats(*, project: Project) -> dict:
-    """The flywheel at a glance (docs/api.md: stats/), from each app's selectors."""
-    return {
+def project_stats(*, project: Project, accuracy_by: str | None = None) -> dict:
+    """The flywheel at a glance (docs/api.md: stats/), from each app's selectors; with
+    each model version's label-free accuracy per hour or day when `accuracy_by` asks."""
+    stats = {
         "queue": labeling_selectors.queue_depth(project_id=project.pk),
         "labels_per_day": labeling_selectors.labels_per_day(project_id=project.pk),
         "annotators": labeling_selectors.annotator_stats(project_id=project.pk),
@@ -18,3 +19,6 @@ def project_stats(*, project: Project) -> dict:
         "accuracy": production_accuracy(project=project),
         "group_labels": group_selectors.group_label_accuracy(project_id=project.pk),
     }
+    if accuracy_by is not None:
+        stats["accuracy_series"] = estimated_accuracy_series(project=project, by=accuracy_by)
+    return stats

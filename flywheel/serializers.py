@@ -48,6 +48,13 @@ class FeatureSerializer(serializers.Serializer):
         return attrs
 
 
+class StatsQuerySerializer(serializers.Serializer):
+    accuracy_by = serializers.ChoiceField(
+        choices=["hour", "day"], required=False,
+        help_text="Add accuracy_series: each model version's label-free estimated accuracy per hour (last 48) or "
+                  "day (last 30), beside the audit estimate of the same period.")
+
+
 class RoutingPolicySerializer(PolicySerializer):
     uncertainty = serializers.ChoiceField(choices=routing.UNCERTAINTY_METHODS, required=False,
                                           help_text="How uncertainty is scored.")

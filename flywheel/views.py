@@ -5,6 +5,7 @@ their build, the diff of two, downloads, retry), /ops/projects/new/ and
 input serializer and the API's service call, so a page and the API accept and refuse the
 same things and write the same audit-log events."""
 
+import math
 import re
 
 from django.contrib import messages
@@ -332,6 +333,41 @@ def _reliability(calibration: dict) -> list[dict]:
     return bars
 
 
+SERIES_WIDTH, SERIES_HEIGHT = 600, 160  # the accuracy-over-time chart, in SVG units
+
+
+def _series_chart(version: dict) -> dict:
+    """One model version's accuracy over time as SVG shapes: the label-free estimate's line
+    and its 95% band, and per period with audit labels the audit estimate's dot and interval
+    (red where the two disagree). The y axis starts at the lowest bound shown, rounded down
+    to a tenth, so a few points of accuracy stay visible."""
+    points = version["points"]
+    bounds = [p["estimated_accuracy"]["low"] for p in points if p["estimated_accuracy"]]
+    bounds += [p["audit"]["low"] for p in points if p["audit"]["n"]]
+    floor = min(0.9, math.floor(min(bounds, default=0.0) * 10) / 10)
+    step = SERIES_WIDTH / max(1, len(points) - 1)
+
+    def y(value: float) -> float:
+        return round(SERIES_HEIGHT * (1 - (value - floor) / (1 - floor)), 1)
+
+    line, upper, lower, audits = [], [], [], []
+    for i, p in enumerate(points):
+        x = round(i * step, 1)
+        estimate = p["estimated_accuracy"]
+        if estimate:
+            line.append(f"{x},{y(estimate['value'])}")
+            upper.append(f"{x},{y(estimate['high'])}")
+            lower.append(f"{x},{y(estimate['low'])}")
+        if p["audit"]["n"]:
+            audits.append({"x": x, "y": y(p["audit"]["accuracy"]), "low": y(p["audit"]["low"]),
+                           "high": y(p["audit"]["high"]), "point": p,
+                           "disagrees": p["consistent_with_audit"] is False})
+    return {**version, "line": " ".join(line), "band": " ".join(upper + lower[::-1]), "audits": audits,
+            "floor": floor, "disagreeing": sum(1 for a in audits if a["disagrees"]),
+            "first": points[0]["start"][:13].replace("T", " ") if points else "",
+            "last": points[-1]["start"][:13].replace("T", " ") if points else ""}
+
+
 @login_required
 def quality(request, slug):
     """Per-annotator figures, each model version's reliability diagram beside its ECE (from
@@ -343,8 +379,13 @@ def quality(request, slug):
         entry["is_champion"] = champion is not None and entry["model_version"] == champion.name
         entry["bars"] = _reliability(entry["calibration"])
     accuracy.sort(key=lambda entry: not entry["is_champion"])
+    by = request.GET.get("accuracy_by")
+    by = by if by in selectors.ACCURACY_SERIES else "day"
+    series = selectors.estimated_accuracy_series(project=project, by=by)
     return render(request, "flywheel/quality.html", {
         "project": project, "tab": "quality", "size": DIAGRAM,
+        "series": [_series_chart(version) for version in series["versions"]], "series_by": by,
+        "series_size": (SERIES_WIDTH, SERIES_HEIGHT),
         "annotators": labeling_selectors.annotator_stats(project_id=project.pk),
         "agreement": labeling_selectors.project_agreement(project_id=project.pk, labels=project.labels),
         "accuracy": accuracy,

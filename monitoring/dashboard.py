@@ -57,6 +57,10 @@ def actions_text(actions: dict) -> list[str]:
         regions = actions.get("regions") or []
         out.append("routing drifted regions: " + "; ".join(_region_text(r) for r in regions) if regions
                    else "routing drifted regions: none found")
+        if actions.get("outliers"):
+            outliers = actions["outliers"]
+            out.append(f"routing multivariate outliers of {', '.join(outliers['features'])} (reconstruction error "
+                       f"above the reference's {outliers['level']:.0%} percentile)")
     return out
 
 

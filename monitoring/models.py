@@ -179,6 +179,11 @@ class DriftAlert(TimeStampedModel):
         default=dict, blank=True,
         help_text="What the loop does while the alert is open (the drift policy's on_drift): boost_audit_rate, "
                   "route_drifted and the regions that grew, from the latest report that found drift.")
+    outlier_model = models.JSONField(
+        null=True, blank=True,
+        help_text="While route_drifted is on and the latest drifted report found joint drift: the reference's "
+                  "quantiles, PCA and error threshold that tell a multivariate outlier (monitoring.stats."
+                  "outlier_model). Kept out of actions, which the API and webhooks show.")
 
     class Meta:
         constraints = [

@@ -157,9 +157,14 @@ def alert_open(*, project) -> DriftAlert | None:
 
 def drift_actions(*, project_id: int) -> dict:
     """What routing does now because of drift: the open alert's actions ({} when no alert
-    is open, or the policy asks for none). One indexed read of one column."""
-    return (DriftAlert.objects.filter(project_id=project_id, state=AlertState.OPEN)
-            .values_list("actions", flat=True).first()) or {}
+    is open, or the policy asks for none), with the model that finds multivariate
+    outliers as `outlier_model` when they are routed. One indexed read of two columns."""
+    row = (DriftAlert.objects.filter(project_id=project_id, state=AlertState.OPEN)
+           .values_list("actions", "outlier_model").first())
+    if row is None:
+        return {}
+    actions, outlier_model = row
+    return {**(actions or {}), "outlier_model": outlier_model} if outlier_model else (actions or {})
 
 
 # --- Dashboard figures -----------------------------------------------------------------------------

@@ -476,7 +476,8 @@ def drift_check_run(*, project, start: datetime | None = None, end: datetime | N
     stats.judge(comparisons, policy.judge_policy())
     results = [_comparison_json(c) for c in comparisons]
     feature_results, label_result, confidence_result = results[:-2], results[-2], results[-1]
-    multivariate = _multivariate(project=project, reference=reference, start=start, end=end, policy=policy)
+    multivariate, outliers = _multivariate(project=project, reference=reference, start=start, end=end,
+                                           policy=policy)
     accuracy = _accuracy_drop(project=project, reference=reference, start=start, end=end, policy=policy)
     drifted = (any(r["drifted"] for r in results) or bool(multivariate and multivariate["drifted"])
                or bool(accuracy and accuracy["drifted"]))
@@ -494,7 +495,7 @@ def drift_check_run(*, project, start: datetime | None = None, end: datetime | N
             duration_ms=(time.perf_counter() - started) * 1000,
         )
         if end >= now - ALERT_RECENCY:
-            alert = _alert_settle(project=project, report=report, policy=policy, now=now)
+            alert = _alert_settle(project=project, report=report, policy=policy, now=now, outliers=outliers)
             if alert is not None:
                 DriftReport.objects.filter(pk=report.pk).update(alert=alert)
                 report.alert = alert
@@ -505,11 +506,13 @@ def drift_check_run(*, project, start: datetime | None = None, end: datetime | N
 
 
 def _multivariate(*, project, reference: Reference | None, start: datetime, end: datetime,
-                  policy: DriftPolicy) -> dict | None:
+                  policy: DriftPolicy) -> tuple[dict | None, dict | None]:
     """Joint drift of the numeric features: the window's random sample against the
-    reference's (or the preceding week's). None when the policy turns it off."""
+    reference's (or the preceding week's); None when the policy turns it off. And, when
+    it drifted and on_drift routes drifted traffic, the model that tells a single row
+    that does not fit the reference (stats.outlier_model), for routing."""
     if not policy.multivariate:
-        return None
+        return None, None
     names = numeric_features(project.features)
     if reference is not None:
         stored = ReferenceSample.objects.filter(reference=reference).first()
@@ -524,7 +527,10 @@ def _multivariate(*, project, reference: Reference | None, start: datetime, end:
                                     threshold=policy.multivariate_threshold, alpha=policy.multivariate_alpha)
     out = result.as_dict()
     out["value"], out["p_value"] = _finite(out["value"]), _finite(out["p_value"])
-    return out
+    outliers = None
+    if result.drifted and policy.on_drift_policy().route_drifted:
+        outliers = stats.outlier_model(reference_rows.astype(float), names)
+    return out, outliers
 
 
 ESTIMATED_ACCURACY = "estimated_accuracy"
@@ -585,10 +591,12 @@ def _drifted_fields(report: DriftReport) -> list[dict]:
 GROWN_BINS_PER_FEATURE = 2
 
 
-def alert_actions(*, report: DriftReport, policy: DriftPolicy) -> dict:
+def alert_actions(*, report: DriftReport, policy: DriftPolicy, outliers: dict | None = None) -> dict:
     """What the loop does while this report's alert is open, as the drift policy's
-    on_drift says: the raised audit rate, and the regions that grew in the report's
-    drifted features (re-read on every report, so the regions follow the drift)."""
+    on_drift says: the raised audit rate, the regions that grew in the report's drifted
+    features, and, when the report found joint drift, its multivariate outliers (in
+    words here: the model that finds them, `outliers`, is stored beside, on the alert).
+    Re-read on every report, so the routing follows the drift."""
     on_drift = policy.on_drift_policy()
     if not on_drift.active:
         return {}
@@ -600,11 +608,16 @@ def alert_actions(*, report: DriftReport, policy: DriftPolicy) -> dict:
                 regions += stats.grown_regions(name=result["name"], type_=result["type"], bins=histogram["bins"],
                                                reference=histogram["reference"], current=histogram["current"],
                                                edges=histogram.get("edges"), top=GROWN_BINS_PER_FEATURE)
-    return {"boost_audit_rate": on_drift.boost_audit_rate, "route_drifted": on_drift.route_drifted,
-            "regions": regions}
+    actions = {"boost_audit_rate": on_drift.boost_audit_rate, "route_drifted": on_drift.route_drifted,
+               "regions": regions}
+    if on_drift.route_drifted and outliers is not None:
+        actions["outliers"] = {"features": outliers["features"], "level": outliers["level"],
+                               "threshold": outliers["threshold"]}
+    return actions
 
 
-def _alert_settle(*, project, report: DriftReport, policy: DriftPolicy, now: datetime) -> DriftAlert | None:
+def _alert_settle(*, project, report: DriftReport, policy: DriftPolicy, now: datetime,
+                  outliers: dict | None = None) -> DriftAlert | None:
     """Open, extend or resolve the project's drift episode; returns the alert when this
     report raises it (new drift, or a field not alerted on before), None otherwise. The
     caller holds the project's drift state locked."""
@@ -616,17 +629,19 @@ def _alert_settle(*, project, report: DriftReport, policy: DriftPolicy, now: dat
                                                           resolved_at=now, last_report=report, updated_at=now)
             log.info("drift.resolved", project=project.slug, alert=alert.pk, report=report.pk)
         return None
-    actions = alert_actions(report=report, policy=policy)
+    actions = alert_actions(report=report, policy=policy, outliers=outliers)
+    outlier_model = outliers if "outliers" in actions else None
     if alert is None:
         alert = DriftAlert.objects.create(project=project, features=drifted, opened_by=report, last_report=report,
-                                          actions=actions)
+                                          actions=actions, outlier_model=outlier_model)
         new = drifted
     else:
         new = [name for name in drifted if name not in alert.features]
         alert.features = alert.features + new
         alert.last_report = report
         alert.actions = actions
-        alert.save(update_fields=["features", "last_report", "actions", "updated_at"])
+        alert.outlier_model = outlier_model
+        alert.save(update_fields=["features", "last_report", "actions", "outlier_model", "updated_at"])
         if not new:
             log.info("drift.persists", project=project.slug, alert=alert.pk, report=report.pk, fields=drifted)
             return None

@@ -15,7 +15,12 @@ from accounts.permissions import role_in
 from accounts.selectors import project_get_for_user, projects_for_user
 from flywheel import projects as services
 from flywheel import selectors
-from flywheel.serializers import ProjectInputSerializer, ProjectSerializer, ProjectUpdateSerializer
+from flywheel.serializers import (
+    ProjectInputSerializer,
+    ProjectSerializer,
+    ProjectUpdateSerializer,
+    StatsQuerySerializer,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +66,10 @@ class ProjectDetailApi(APIView):
 class ProjectStatsApi(APIView):
     permission_classes = [IsAuthenticated, role_in(roles.OBSERVE)]
 
-    @extend_schema(responses=OpenApiTypes.OBJECT,
+    @extend_schema(parameters=[StatsQuerySerializer], responses=OpenApiTypes.OBJECT,
                    summary="Queue depth, labels per day, annotators and their agreement")
     def get(self, request, slug):
         project = project_get_for_user(user=request.user, slug=slug)
-        return Response(selectors.project_stats(project=project))
+        query = StatsQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(selectors.project_stats(project=project, accuracy_by=query.validated_data.get("accuracy_by")))

@@ -1,4 +1,5 @@
-"""Routing: which predictions a person should look at, and in what order. Pure Python."""
+"""Routing: which predictions a person should look at, and in what order. Plain Python over
+numbers, no Django (the multivariate outliers are scored by monitoring.stats, in NumPy)."""
 
 import hashlib
 import math
@@ -6,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from common.policy import Policy
+from monitoring import stats as monitoring_stats
 
 UNCERTAINTY_METHODS = ("least_confidence", "margin", "entropy")
 
@@ -148,20 +150,24 @@ STALE_DEMOTION = 1.0
 @dataclass(frozen=True)
 class DriftResponse:
     """What an open drift alert asks of routing (monitoring's alert actions, the drift
-    policy's on_drift): a raised random draw, and the regions that grew."""
+    policy's on_drift): a raised random draw, the regions that grew, and the model that
+    tells multivariate outliers (monitoring.stats.outlier_model) when joint drift is open."""
 
     boost_audit_rate: float = 0.0
     regions: tuple = ()
+    outlier_model: Mapping | None = None
 
     @classmethod
     def from_actions(cls, actions: Mapping | None) -> "DriftResponse":
         actions = actions or {}
+        routes = bool(actions.get("route_drifted"))
         return cls(boost_audit_rate=float(actions.get("boost_audit_rate") or 0.0),
-                   regions=tuple(actions.get("regions") or ()) if actions.get("route_drifted") else ())
+                   regions=tuple(actions.get("regions") or ()) if routes else (),
+                   outlier_model=actions.get("outlier_model") if routes else None)
 
     @property
     def active(self) -> bool:
-        return self.boost_audit_rate > 0 or bool(self.regions)
+        return self.boost_audit_rate > 0 or bool(self.regions) or self.outlier_model is not None
 
     def boosted(self, draw: float, audit_rate: float) -> bool:
         """Drawn by the raised rate but not by the routing policy's own: these draws are
@@ -170,7 +176,17 @@ class DriftResponse:
         return audit_rate <= draw < self.boost_audit_rate
 
     def in_region(self, features: Mapping | None) -> bool:
-        return bool(self.regions) and in_drift_region(features, self.regions)
+        return self.in_regions([features])[0]
+
+    def in_regions(self, features: Sequence[Mapping | None]) -> list[bool]:
+        """Per prediction, whether it falls in a region that grew or is a multivariate
+        outlier of the reference: what route_drifted routes with reason drift."""
+        found = [bool(self.regions) and in_drift_region(f, self.regions) for f in features]
+        if self.outlier_model is not None and features:
+            rows = outlier_rows(features, self.outlier_model["features"])
+            outlying = monitoring_stats.outliers(self.outlier_model, rows)
+            found = [region or bool(outlier) for region, outlier in zip(found, outlying, strict=True)]
+        return found
 
 
 NO_DRIFT = DriftResponse()
@@ -193,6 +209,14 @@ def in_drift_region(features: Mapping | None, regions: Sequence[Mapping]) -> boo
             if (low is None or value >= low) and (high is None or value < high):
                 return True
     return False
+
+
+def outlier_rows(features: Sequence[Mapping | None], names: Sequence[str]) -> list[list[float]]:
+    """The named numeric features of each prediction, NaN where missing or not a number."""
+    def number(value) -> float:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+
+    return [[number((f or {}).get(name)) for name in names] for f in features]
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,7 +116,7 @@ def predictions_ingest(*, project: Project, items: list[PredictionInput], batch:
     draws = [routing.audit_draw(project.audit_salt, item.external_id) for item in unique]
     version_ids = model_versions_resolve(project=project, names={item.model_version for item in unique})
     drift = drift_response(project=project)
-    regions = [drift.in_region(item.features) for item in unique]
+    regions = drift.in_regions([item.features for item in unique])
 
     # A request that routes nothing and infers no schema is a single INSERT statement,
     # atomic on its own: it skips the extra round trips of an explicit transaction.

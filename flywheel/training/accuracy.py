@@ -101,31 +101,66 @@ def label_free_accuracy(*, calibration_confidence: Sequence[float], calibration_
 
     The interval is 95%: the calibration's uncertainty (a bootstrap of the audit labels,
     which are few) and the predictions' own Bernoulli noise, added in variance."""
+    estimate = label_free_accuracy_groups(calibration_confidence=calibration_confidence,
+                                          calibration_correct=calibration_correct,
+                                          groups=[(confidence, [1] * len(confidence))], seed=seed)[0]
+    if estimate is None:
+        return None
+    return {**estimate, "consistent_with_audit": bool(consistent_with_audit(estimate, audit) is not False)}
+
+
+def consistent_with_audit(estimate: dict, audit: Estimate | None) -> bool | None:
+    """Whether the label-free estimate and the audit estimate of the same predictions
+    overlap in their intervals; None when there are no audit labels to tell."""
+    if audit is None or not audit.n:
+        return None
+    return bool(audit.low <= estimate["high"] and estimate["low"] <= audit.high)
+
+
+def label_free_accuracy_groups(*, calibration_confidence: Sequence[float], calibration_correct: Sequence[bool],
+                               groups: Sequence[tuple[Sequence[float], Sequence[int]]],
+                               seed: int = 0) -> list[dict | None]:
+    """label_free_accuracy for many sets of predictions at once (a model version's hours
+    or days), each given as confidences and how many predictions had each: one isotonic
+    fit and one bootstrap of the audit labels serve every set, so a month of hours costs
+    what one set does. None for a set without predictions, or for every set under
+    MIN_CALIBRATION_LABELS audit labels."""
     import numpy as np
     from sklearn.isotonic import IsotonicRegression
 
     x = np.asarray(calibration_confidence, dtype=float)
     y = np.asarray(calibration_correct, dtype=float)
-    target = np.asarray(confidence, dtype=float)
-    if len(x) < MIN_CALIBRATION_LABELS or len(target) == 0:
-        return None
+    if len(x) < MIN_CALIBRATION_LABELS:
+        return [None] * len(groups)
+    target = np.concatenate([np.asarray(c, dtype=float) for c, _ in groups]) if groups else np.empty(0)
+    weight = np.concatenate([np.asarray(w, dtype=float) for _, w in groups]) if groups else np.empty(0)
+    member = np.repeat(np.arange(len(groups)), [len(c) for c, _ in groups])
+    n = np.bincount(member, weights=weight, minlength=len(groups))
 
     def fitted(xs, ys):
         return IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(xs, ys)
 
-    chance = fitted(x, y).predict(target)
-    value = float(chance.mean())
+    def means(chance):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.bincount(member, weights=weight * chance, minlength=len(groups)) / n
+
+    chance = fitted(x, y).predict(target) if len(target) else target
+    value = means(chance)
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(BOOTSTRAP_FITS):
         pick = rng.integers(0, len(x), len(x))
-        draws.append(float(fitted(x[pick], y[pick]).predict(target).mean()))
-    variance = float(np.var(draws, ddof=1)) + float(np.sum(chance * (1 - chance))) / len(target) ** 2
-    half = Z_95 * math.sqrt(variance)
-    low, high = max(0.0, value - half), min(1.0, value + half)
-    consistent = True
-    if audit is not None and audit.n:
-        consistent = audit.low <= high and low <= audit.high
-    return {"value": value, "low": low, "high": high, "method": CBPE_METHOD,
-            "consistent_with_audit": bool(consistent), "calibration_labels": int(len(x)),
-            "predictions": int(len(target))}
+        draws.append(means(fitted(x[pick], y[pick]).predict(target) if len(target) else target))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        noise = np.bincount(member, weights=weight * chance * (1 - chance), minlength=len(groups)) / n ** 2
+    variance = np.var(np.asarray(draws), axis=0, ddof=1) + noise
+    out: list[dict | None] = []
+    for i in range(len(groups)):
+        if not n[i]:
+            out.append(None)
+            continue
+        half = Z_95 * math.sqrt(float(variance[i]))
+        out.append({"value": float(value[i]), "low": max(0.0, float(value[i]) - half),
+                    "high": min(1.0, float(value[i]) + half), "method": CBPE_METHOD,
+                    "calibration_labels": int(len(x)), "predictions": int(n[i])})
+    return out

@@ -2,10 +2,11 @@
 version's production accuracy from the audit sample."""
 
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Round, Trunc
 from django.utils import timezone
 
 from common.errors import NotFound
@@ -129,6 +130,90 @@ def estimated_accuracy_periods(*, project: Project, current: tuple, reference: t
     version = ModelVersion.objects.only("name").get(pk=version_id)
     return {"model_version": version.name, "current": now, "reference": then,
             "method": accuracy.CBPE_METHOD, "calibration_labels": len(calibrating)}
+
+
+# The label-free series: per hour over the last two days, or per day over the last 30 (UTC).
+ACCURACY_SERIES = {"hour": (timedelta(hours=1), 48), "day": (timedelta(days=1), 30)}
+# Confidences are counted to three decimals, so a period of any size is at most 1,001
+# (confidence, count) rows per model version; the isotonic map moves far less over 0.001
+# than the estimate's interval is wide.
+SERIES_CONFIDENCE_DECIMALS = 3
+
+
+def estimated_accuracy_series(*, project: Project, by: str = "day", now=None) -> dict:
+    """Per model version and period (`by` hour: the last 48 hours; day: the last 30 days,
+    UTC), the label-free estimated accuracy of the predictions it made in that period,
+    beside the audit estimate of the same period (its labeled audit predictions, Wilson
+    interval) and whether the two agree. One calibration per model version, shared by its
+    periods: its audit labels, less those of the periods whose own labels contradict the
+    map fitted on all of them (beyond both intervals: P(right | confidence) moved there, a
+    concept shift), so a shifted period neither bends the others' estimates nor hides
+    itself. Periods without predictions are in the series with null figures, so every
+    version's points line up. Three queries, whatever the number of predictions."""
+    step, count = ACCURACY_SERIES[by]
+    now = now or timezone.now()
+    last = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if by == "day":
+        last = last.replace(hour=0)
+    periods = [last - step * i for i in range(count - 1, -1, -1)]
+    slot = {period: i for i, period in enumerate(periods)}
+
+    counted = (Prediction.objects.filter(project=project, created_at__gte=periods[0])
+               .annotate(period=Trunc("created_at", by, tzinfo=UTC),
+                         rounded=Round("confidence", SERIES_CONFIDENCE_DECIMALS))
+               .values_list("model_version_id", "period", "rounded").annotate(n=Count("id")).order_by())
+    confidence: dict[int, dict[int, tuple[list, list]]] = {}
+    for version_id, period, rounded, n in counted:
+        if period in slot:
+            values, weights = confidence.setdefault(version_id, {}).setdefault(slot[period], ([], []))
+            values.append(float(rounded))
+            weights.append(n)
+
+    labeled = dict(labeling_selectors.audit_labels(project_id=project.pk, human_sources=HUMAN_SOURCES))
+    calibration: dict[int, list] = {}
+    for pk, version_id, predicted, conf, created_at in (Prediction.objects.filter(pk__in=list(labeled))
+                                                        .values_list("id", "model_version_id", "label", "confidence",
+                                                                     "created_at")):
+        calibration.setdefault(version_id, []).append((conf, predicted == labeled[pk], created_at))
+
+    names = dict(ModelVersion.objects.filter(pk__in=set(confidence) | set(calibration)).values_list("id", "name"))
+    def period_of(moment) -> int | None:
+        moment = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        return slot.get(moment.replace(hour=0) if by == "day" else moment)
+
+    versions = []
+    for version_id in sorted(confidence, key=lambda pk: names[pk]):
+        rows = [(c, ok, period_of(created_at)) for c, ok, created_at in calibration.get(version_id, [])]
+        groups = [confidence[version_id].get(i, ([], [])) for i in range(count)]
+        audits = [accuracy.wilson(sum(ok for _, ok, p in rows if p == i), sum(1 for _, _, p in rows if p == i))
+                  for i in range(count)]
+
+        estimates = _series_estimates(rows, groups)
+        contradicted = {i for i, e in enumerate(estimates)
+                        if e is not None and accuracy.consistent_with_audit(e, audits[i]) is False}
+        kept = [row for row in rows if row[2] not in contradicted]
+        if contradicted and len(kept) >= accuracy.MIN_CALIBRATION_LABELS:
+            rows = kept
+            estimates = _series_estimates(rows, groups)
+        points = []
+        for i, period in enumerate(periods):
+            estimate, audit = estimates[i], audits[i]
+            points.append({
+                "start": period.isoformat(),
+                "predictions": int(sum(groups[i][1])),
+                "estimated_accuracy": None if estimate is None else {
+                    k: estimate[k] for k in ("value", "low", "high")},
+                "audit": audit.as_dict(),
+                "consistent_with_audit": None if estimate is None else accuracy.consistent_with_audit(estimate, audit),
+            })
+        versions.append({"model_version": names[version_id], "method": accuracy.CBPE_METHOD,
+                         "calibration_labels": len(rows), "points": points})
+    return {"by": by, "since": periods[0].isoformat(), "versions": versions}
+
+
+def _series_estimates(calibrating: list, groups: list) -> list[dict | None]:
+    return accuracy.label_free_accuracy_groups(calibration_confidence=[c for c, _, _ in calibrating],
+                                               calibration_correct=[ok for _, ok, _ in calibrating], groups=groups)
 
 
 def model_versions(*, project: Project) -> list[ModelVersion]:

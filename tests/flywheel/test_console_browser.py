@@ -369,5 +369,9 @@ def test_the_quality_page_draws_the_reliability_diagram():
                 box = page.locator("svg rect.bar").bounding_box()
                 assert box["height"] > 50  # the 0.9-1.0 bin's accuracy, drawn
                 assert page.inner_text("[data-testid='ece']") == "ECE 0.233"
+                # Accuracy over time: today's audit estimate is drawn (6 labels: too few to
+                # calibrate the label-free line on, which is left out).
+                assert page.locator("[data-testid='accuracy-series'] g.audit circle").count() == 1
+                assert page.locator("[data-testid='accuracy-series'] polyline.label-free").count() == 0
                 assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
                 screenshot(page, f"console-quality-{width}")

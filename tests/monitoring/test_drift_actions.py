@@ -3,6 +3,7 @@ policy's boost_audit_rate and predictions in the regions that grew are routed wi
 drift within the budget; both end when the alert closes, and the audit sample the
 accuracy estimate reads stays uniform over time."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -112,6 +113,58 @@ def test_boost_and_drift_routing_start_with_the_alert_and_end_when_it_closes(app
 
 
 @pytest.mark.django_db(transaction=True)
+def test_multivariate_outliers_are_routed_while_joint_drift_is_open_and_not_after(app_client, client, ops_client,
+                                                                                   project):
+    acting(project, route_drifted=True)
+    login(client, Role.OPS, project)
+    post_traffic(app_client, traffic(3000, seed=1, start=day(0), hours=6, prefix="ref", correlation=0.8))
+    services.reference_set_window(project=project, start=day(0), end=day(0) + timedelta(hours=6))
+
+    before = traffic(400, seed=2, start=day(1), hours=4, prefix="before", correlation=-0.8)
+    post_traffic(app_client, before)
+    assert set(routed("before").values()) == {"audit"}
+
+    # f0 and f1 now move against each other; neither moved on its own.
+    post_traffic(app_client, traffic(2500, seed=3, start=day(2), hours=4, prefix="flipped", correlation=-0.8))
+    report = services.drift_check_run(project=project, now=day(2) + timedelta(hours=5))
+    alert = DriftAlert.objects.get(state=AlertState.OPEN)
+    assert report.multivariate["drifted"] and not any(f["drifted"] for f in report.features)
+    assert alert.features == ["multivariate"] and alert.actions["regions"] == []
+    assert alert.actions["outliers"]["features"] == ["f0", "f1"] and alert.actions["outliers"]["level"] == 0.99
+    assert alert.outlier_model["threshold"] == alert.actions["outliers"]["threshold"]
+    # The alert as the API shows it names what is routed, without the model's numbers.
+    listed = ops_client.get("/api/v1/projects/digits/drift/alerts/").json()
+    assert listed[0]["actions"] == alert.actions and "quantiles" not in str(listed[0])
+    html = client.get("/ops/digits/").content.decode()
+    assert "routing multivariate outliers of f0, f1" in html
+
+    during = traffic(400, seed=4, start=day(2), hours=4, prefix="during", correlation=-0.8)
+    post_traffic(app_client, during)
+    reasons = routed("during")
+    actions = {**alert.actions, "outlier_model": alert.outlier_model}
+    assert reasons == expected_reasons(project, during, actions)
+    outlying = stats.outliers(alert.outlier_model, np.array(routing.outlier_rows(
+        [p["features"] for p in during], ["f0", "f1"])))
+    # Rows off the reference's diagonal: about 39% of the flipped traffic (1% of unchanged).
+    assert 0.25 * 400 < outlying.sum() < 0.55 * 400
+    flagged = [p["id"] for p, out in zip(during, outlying, strict=True) if out]
+    assert all(reasons.get(key) in ("drift", "audit") for key in flagged)
+    assert {k for k, v in reasons.items() if v == "drift"} == {k for k in flagged if reasons[k] != "audit"}
+    unchanged = traffic(400, seed=5, start=day(2), hours=4, prefix="unchanged", correlation=0.8)
+    post_traffic(app_client, unchanged)
+    assert list(routed("unchanged").values()).count("drift") < 0.05 * 400
+
+    post_traffic(app_client, traffic(2500, seed=6, start=day(3), hours=4, prefix="clean", correlation=0.8))
+    services.drift_check_run(project=project, now=day(3) + timedelta(hours=5))
+    assert DriftAlert.objects.get(pk=alert.pk).state == AlertState.RESOLVED
+
+    after = traffic(400, seed=7, start=day(3), hours=4, prefix="after", correlation=-0.8)
+    post_traffic(app_client, after)
+    assert set(routed("after").values()) == {"audit"}
+    assert routed("after") == expected_reasons(project, after, None)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_drift_routing_stays_within_the_daily_budget(app_client, project):
     acting(project, route_drifted=True)
     project.routing = {**project.routing, "daily_budget": 10}
@@ -174,6 +227,23 @@ def test_grown_regions_are_the_bins_whose_share_rose_most():
                                  reference=[0, 50, 50, 0], current=[0, 20, 60, 20], edges=None)
     assert colors == [{"feature": "c", "categories": ["blue"]}]
     assert routing.in_drift_region({"c": "blue"}, colors) and not routing.in_drift_region({"c": "red"}, colors)
+
+
+def test_a_multivariate_outlier_is_a_row_off_the_way_the_reference_features_move_together():
+    rng = np.random.default_rng(3)
+
+    def rows(n, correlation):
+        a = rng.normal(0, 1, n)
+        return np.column_stack([a, 5 + 2 * (correlation * a + np.sqrt(1 - correlation ** 2) * rng.normal(0, 1, n))])
+
+    model = stats.outlier_model(rows(3000, 0.8), ["f0", "f1"])
+    assert json.loads(json.dumps(model)) == model, "stored as JSON on the alert"
+    assert stats.outliers(model, rows(20_000, 0.8)).mean() < 0.02
+    assert stats.outliers(model, rows(20_000, -0.8)).mean() > 0.3
+    # A missing value counts as the reference's median, a text one as missing.
+    assert routing.outlier_rows([{"f0": 1.5, "f1": "x"}, None], ["f0", "f1"])[0][0] == 1.5
+    assert stats.outliers(model, np.array([[np.nan, np.nan]])).tolist() == [False]
+    assert stats.outlier_model(rows(100, 0.8), ["f0", "f1"]) is None, "too few rows to fit"
 
 
 @pytest.mark.parametrize("on_drift, field", [

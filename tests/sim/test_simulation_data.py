@@ -174,3 +174,29 @@ def test_a_small_run_on_a_csv_labels_groups_through_the_service_and_writes_the_d
     assert set(grouped.values_list("user__username", flat=True)) == {"sim-annotator"}
     checks = Annotation.objects.filter(task__project__slug=project, task__reason=TaskReason.GROUP_CHECK)
     assert set(checks.values_list("user__username", flat=True)) <= {"sim-checker"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_round_reports_the_label_free_estimate_beside_the_audit_estimate_and_the_truth(tmp_path, capsys):
+    # Random routing labels only the audit sample: 40 audit labels of the first champion,
+    # past the 30 the label-free estimate needs to calibrate on.
+    x, y = _blobs(300, seed=3)
+    path = tmp_path / "blobs.csv"
+    path.write_text("f0,f1,f2,f3,animal\n" + "\n".join(
+        f"{','.join(f'{v:.4f}' for v in row)},{label}" for row, label in zip(x, y, strict=True)))
+    plot = tmp_path / "sim.png"
+    call_command("flywheel_simulate", data=str(path), label_column="animal", rounds=1, traffic=60,
+                 labels_per_round=40, initial_labels=30, gold=30, test=40, strategy="random", plot=str(plot),
+                 verbosity=2)
+
+    (result,) = json.loads(plot.with_suffix(".json").read_text())["runs"][0]["results"]
+    (row,) = result["rounds"]
+    assert 0 <= row["true_accuracy"] <= 1 and row["low"] <= row["estimate"] <= row["high"]
+    free = row["label_free"]
+    assert set(free) == {"value", "low", "high", "method", "consistent_with_audit", "calibration_labels",
+                         "predictions"}
+    assert free["method"] == "cbpe_isotonic" and free["calibration_labels"] >= 30
+    assert free["low"] <= free["value"] <= free["high"] and isinstance(free["consistent_with_audit"], bool)
+    # The printed table shows the three side by side.
+    printed = capsys.readouterr().out
+    assert "without labels (95%)" in printed and f"{free['value']:.3f} ({free['low']:.3f}-" in printed
