@@ -55,7 +55,14 @@ class CeleryProcess:
         self.process = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=self.log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         if self.kind == "worker":
-            self.wait_for_log("ready.", timeout=60)
+            try:
+                # Generous: on a loaded machine a prefork worker takes a while to import.
+                self.wait_for_log("ready.", timeout=120)
+            except BaseException:
+                # `with` calls no __exit__ when __enter__ raises: a worker left behind here
+                # would go on to consume this session's queue with another test's settings.
+                self.__exit__(None, None, None)
+                raise
         return self
 
     def output(self) -> str:

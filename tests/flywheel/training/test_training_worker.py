@@ -34,7 +34,7 @@ def test_labels_accumulate_and_a_run_starts_by_itself_and_promotes():
         worker.wait_for_log("flywheel.training.triggers", timeout=30)
         assert not TrainingRun.objects.exists()  # 200 labels are not enough
         log_and_label(project, start=200, count=700)
-        wait_until(lambda: TrainingRun.objects.exists(), timeout=30, message="a run started")
+        wait_until(lambda: TrainingRun.objects.exists(), timeout=90, message="a run started")
         run = TrainingRun.objects.get()
         wait_until(_finished(run.pk), timeout=180, message="the run finished")
     run.refresh_from_db()
