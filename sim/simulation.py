@@ -797,7 +797,8 @@ def shadow_figures(decisions: list[ShadowDecision]) -> dict:
     labels and rounds of traffic to a verdict, and its wrong decisions against the truth: a
     truly worse candidate (below the champion on the held-out digits) promoted, or one truly
     better by at least 2 points retired or held back undecided. A candidate still in shadow
-    when the run ended had no verdict and is counted apart (`undecided_at_end`)."""
+    when the run ended had no verdict and is counted apart (`undecided_at_end`; those truly
+    better by 2 points that had seen traffic, `better_undecided_at_end`)."""
     decided = [d for d in decisions if d.verdict != "undecided"]
     worse = [d for d in decisions if d.true_difference < 0]
     better = [d for d in decisions if d.true_difference >= 0.02]
@@ -815,6 +816,8 @@ def shadow_figures(decisions: list[ShadowDecision]) -> dict:
         "truly_worse": len(worse), "worse_promoted": sum(d.verdict == "better" for d in worse),
         "truly_better_by_2_points": len(better),
         "better_held_back": sum(d.ended in ("retired", "held_back") for d in better),
+        # Not held back by a decision, but not serving either: the gate was still waiting for labels.
+        "better_undecided_at_end": sum(d.ended == "running" and d.paired > 0 for d in better),
     }
 
 

@@ -33,6 +33,7 @@ def test_the_figures_count_wrong_decisions_against_the_truth():
     assert (figures["promoted"], figures["retired"], figures["held_back"], figures["undecided_at_end"]) == (2, 1, 1, 1)
     assert figures["worse_promoted"] == 1 and figures["truly_worse"] == 1
     assert figures["better_held_back"] == 2 and figures["truly_better_by_2_points"] == 3
+    assert figures["better_undecided_at_end"] == 1
     assert figures["mean_labels_to_verdict"] == pytest.approx(30.0)  # verdicts only: 20, 40, 30
     assert figures["mean_rounds_to_verdict"] == 2.0
     assert shadow_figures([])["mean_labels_to_verdict"] is None

@@ -362,7 +362,7 @@ def _shadow_verdict(arm: str, f: dict) -> str:
             f"{f['retired']} retired, {f['held_back']} held back undecided, {f['undecided_at_end']} still in shadow at "
             f"the end), mean labels to a verdict {mean}, truly worse promoted {f['worse_promoted']} of "
             f"{f['truly_worse']}, truly better by 2+ points held back {f['better_held_back']} of "
-            f"{f['truly_better_by_2_points']}")
+            f"{f['truly_better_by_2_points']} (still undecided at the end {f['better_undecided_at_end']})")
 
 
 def _verdict(c: dict) -> str:
