@@ -8,7 +8,11 @@ labeling capacity, it answers what the flywheel is for: how many fewer labels un
 routing needs to reach the accuracy random routing reaches. Run with grouping on, the
 annotators label groups through the service's group endpoints under the same time budget
 (`AnnotatorTime` says what a task and a group cost), and it answers what grouping buys.
-The rows may be the digits or a team's own data (`Dataset.from_file`)."""
+Run in shadow mode, each round's candidate goes into shadow instead of being promoted on
+the offline gate alone, and the live gate decides on live traffic: disagreement routing
+(uncertainty routing's run) against the audit sample alone (random routing's run), in
+labels to a verdict and wrong decisions. The rows may be the digits or a team's own data
+(`Dataset.from_file`)."""
 
 import base64
 import io
@@ -21,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from flywheel.models import ShadowModel, ShadowState
+from flywheel.training.shadow import live_gate_evaluate, shadow_score
 from flywheel.training.trainers import Model, load_model
 from flywheel_client import Client, FlywheelError
 
@@ -88,6 +94,15 @@ class SimulationConfig:
     group_target_size: int = 10
     group_check_rate: float = 0.1  # labeling.group_check_rate: group-labeled members checked individually
     annotator_time: AnnotatorTime = field(default_factory=AnnotatorTime)
+    # Shadow mode: retraining.live_gate enabled, so a candidate that passes the offline gate
+    # goes into shadow; Flywheel scores each round's traffic with it, routes the disagreements
+    # (disagreement_rate 1.0; random routing's budget of 0 keeps them out of its queue, so
+    # its live gate sees only the audit sample), and the live gate promotes or retires it.
+    # While a challenger is in shadow no new one is trained; one still undecided after
+    # `shadow_rounds` rounds is taken out by ops (held back) and training resumes.
+    shadow: bool = False
+    live_min_labels: int = 20  # retraining.live_gate.min_labels (the service's default, 100, is for real traffic)
+    shadow_rounds: int = 6
 
     def __post_init__(self):
         if self.shift not in SHIFTS:
@@ -130,6 +145,29 @@ class RoundResult:
     group_label_accuracy: float | None = None
     group_label_estimate: dict | None = None
     single_label_accuracy: float | None = None
+    # Shadow mode: the challenger in shadow this round, as the live gate saw it
+    # ({model, verdict, labeled, difference}), or None.
+    shadow: dict | None = None
+
+
+@dataclass
+class ShadowDecision:
+    """What became of one candidate in shadow: the live gate's verdict (`better`: promoted,
+    `worse`: retired, `undecided`: held back after `shadow_rounds` rounds or at the end of
+    the run), the labels it rested on, and the truth: the candidate's accuracy minus the
+    champion's on the held-out digits as traffic looked when it was decided."""
+
+    model: str
+    champion: str
+    started_round: int
+    decided_round: int
+    verdict: str
+    labels: int  # the labels the verdict rested on: labeled disagreements, or audit labels without disagreement routing
+    labeled: dict  # {"audit": n, "disagreement": m}, as the service counted them
+    paired: int
+    difference: dict  # the service's estimate {value, low, high}
+    true_difference: float
+    ended: str  # promoted, retired, held_back (ops took it out) or running (the run ended)
 
 
 @dataclass
@@ -138,6 +176,7 @@ class SimulationResult:
     project: str
     rounds: list[RoundResult] = field(default_factory=list)
     grouping: bool = False
+    shadow_decisions: list[ShadowDecision] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -145,7 +184,8 @@ class SimulationResult:
 
     def as_dict(self) -> dict:
         return {"strategy": self.strategy, "grouping": self.grouping, "project": self.project,
-                "rounds": [asdict(r) for r in self.rounds]}
+                "rounds": [asdict(r) for r in self.rounds],
+                "shadow_decisions": [asdict(d) for d in self.shadow_decisions]}
 
 
 def digit_png(pixels: np.ndarray) -> str:
@@ -319,6 +359,11 @@ def project_policy(strategy: str, config: SimulationConfig, dataset: Dataset | N
     else:
         routing = {"uncertainty": "margin", "threshold": 1.0, "audit_rate": config.labels_per_round / config.traffic,
                    "daily_budget": 0}
+    retraining = {"min_new_labels": 0, "on_drift": False, "schedule": "none", "primary_metric": "accuracy",
+                  "min_improvement": 0.0, "require_significance": False, "feature_scaling": "range"}
+    if config.shadow:
+        routing["disagreement_rate"] = 1.0
+        retraining["live_gate"] = {"enabled": True, "min_labels": config.live_min_labels, "min_improvement": 0.0}
     return {
         "labels": dataset.labels,
         "features": [{"name": f, "type": "numeric", "min": float(low), "max": float(high)}
@@ -335,8 +380,7 @@ def project_policy(strategy: str, config: SimulationConfig, dataset: Dataset | N
         # pixel that is almost always 0 would turn the shift's noise into large values), nor by
         # the largest value among the labeled rows (which the noisy digits uncertainty routing
         # picks would set).
-        "retraining": {"min_new_labels": 0, "on_drift": False, "schedule": "none", "primary_metric": "accuracy",
-                       "min_improvement": 0.0, "require_significance": False, "feature_scaling": "range"},
+        "retraining": retraining,
         # Checks judge one simulated hour against the champion's training data.
         "drift": {"fdr": 0.05},
     }
@@ -374,6 +418,10 @@ class Simulation:
         self.labels_spent = 0
         self.champion_name = ""
         self.champion: Model | None = None
+        # Shadow mode: the candidate in shadow ({"name", "round"}: the round it was trained in), and what
+        # became of each one.
+        self.challenger: dict | None = None
+        self.decisions: list[ShadowDecision] = []
         # Simulated time: round r happens in hour r of the past `rounds + 2` hours, so that
         # each drift check looks at exactly one round of traffic.
         self.start = (datetime.now(UTC) - timedelta(hours=config.rounds + 2)).replace(minute=0, second=0,
@@ -424,6 +472,8 @@ class Simulation:
         labels, confidence, probabilities = self._predict(pixels)
         ids = self._log(indices, pixels, version=served, hour=number, predicted=labels, confidence=confidence,
                         probabilities=probabilities, prefix=f"r{number}")
+        if config.shadow:
+            self._shadow_score()
         self.progress(f"round {number}: traffic")
         truth = self.digits.y[indices]
         wrong = [i for i in range(len(ids)) if labels[i] != truth[i]]
@@ -441,7 +491,12 @@ class Simulation:
         hour = self.start + timedelta(hours=number)
         report = self.ops.drift_check(self.slug, start=hour.isoformat(), end=(hour + timedelta(hours=1)).isoformat())
         self.progress(f"round {number}: drift")
-        promoted = self._train()
+        shadow, promoted = self._shadow_judge(number, shifted) if config.shadow else (None, False)
+        if self.challenger is None:
+            # In shadow mode a candidate that passes the offline gate goes into shadow, not to champion.
+            promoted = self._train() or promoted
+            if config.shadow:
+                self.challenger = self._shadow_started(number)
         self.progress(f"round {number}: training")
         stats = self.ops.stats(self.slug)
         estimate, label_free = self._estimate(stats, served)
@@ -452,7 +507,7 @@ class Simulation:
             champion=self.champion_name, promoted=promoted, shifted=shifted, label_free=label_free,
             annotator_seconds=self.seconds, items_labeled=self.items, group_items=self.group_items,
             group_label_accuracy=_share(self.group_tally), single_label_accuracy=_share(self.single_tally),
-            group_label_estimate=_group_estimate(stats) if config.grouping else None,
+            group_label_estimate=_group_estimate(stats) if config.grouping else None, shadow=shadow,
         )
 
     def run(self) -> SimulationResult:
@@ -460,7 +515,75 @@ class Simulation:
         result = SimulationResult(strategy=self.strategy, project=self.slug)
         for number in range(1, self.config.rounds + 1):
             result.rounds.append(self.round(number))
+        self.finish()
+        result.shadow_decisions = list(self.decisions)
         return result
+
+    def finish(self) -> None:
+        """After the last round: a challenger still in shadow is recorded as undecided and taken out."""
+        if self.challenger is not None:
+            name, shifted = self.challenger["name"], self.config.rounds >= self.config.shift_at
+            self._shadow_decided(self.ops.shadow(self.slug, name), self.config.rounds, shifted, ended="running")
+            self.ops.shadow_stop(self.slug, name, reason="the simulation ended")
+
+    # --- Shadow mode --------------------------------------------------------------------------------
+
+    def _shadow_score(self) -> None:
+        """Score the round's traffic with the model in shadow, as the beat's scoring task does
+        (the simulation runs no beat): the service's own path, on the same database, which
+        stores the shadow's answers and routes the disagreements."""
+        for shadow_id in self._active_shadows():
+            shadow_score(shadow_id=shadow_id)
+
+    def _active_shadows(self) -> list[int]:
+        return list(ShadowModel.objects.filter(project__slug=self.slug, state=ShadowState.ACTIVE)
+                    .order_by("id").values_list("id", flat=True))
+
+    def _shadow_started(self, number: int) -> dict | None:
+        """The candidate the round's training run put in shadow, if it passed the offline gate."""
+        name = (ShadowModel.objects.filter(project__slug=self.slug, state=ShadowState.ACTIVE)
+                .values_list("model_version__name", flat=True).first())
+        return None if name is None else {"name": name, "round": number}
+
+    def _shadow_judge(self, number: int, shifted: bool) -> tuple[dict | None, bool]:
+        """The live gate's look at the challenger, as the beat's task does: a better one is
+        promoted, a worse one retired. One still undecided after `shadow_rounds` rounds is
+        taken out by ops, so that training resumes. Returns the challenger as the gate saw
+        it and whether it was promoted."""
+        if self.challenger is None:
+            return None, False
+        name = self.challenger["name"]
+        for shadow_id in self._active_shadows():
+            live_gate_evaluate(shadow_id=shadow_id)
+        comparison = self.ops.shadow(self.slug, name)
+        seen = {"model": name, "verdict": comparison["verdict"], "labeled": comparison["labeled"],
+                "paired": comparison["paired"], "difference": comparison["difference"]}
+        state = (comparison.get("shadow") or {}).get("state")
+        promoted = False
+        if state == ShadowState.ACTIVE and number - self.challenger["round"] >= self.config.shadow_rounds:
+            self.ops.shadow_stop(self.slug, name, reason=f"undecided after {self.config.shadow_rounds} rounds")
+            self._shadow_decided(comparison, number, shifted, ended="held_back")
+        elif state != ShadowState.ACTIVE:
+            promoted = state == ShadowState.PROMOTED
+            self._shadow_decided(comparison, number, shifted, ended="promoted" if promoted else "retired")
+            if promoted:
+                self._champion_refresh()
+        return seen, promoted
+
+    def _shadow_decided(self, comparison: dict, number: int, shifted: bool, *, ended: str) -> None:
+        name = self.challenger["name"]
+        content, sha256 = self.ops.model_artifact(self.slug, name)
+        candidate = load_model(content, sha256=sha256)
+        # The champion it was compared with is the one that served: promotion has not yet changed self.champion.
+        labeled = comparison["labeled"]
+        self.decisions.append(ShadowDecision(
+            model=name, champion=self.champion_name, started_round=self.challenger["round"], decided_round=number,
+            verdict={"promoted": "better", "retired": "worse"}.get(ended, "undecided"),
+            labels=labeled["disagreement"] if self.strategy == "uncertainty" else labeled["audit"],
+            labeled=labeled, paired=comparison["paired"], difference=comparison["difference"],
+            true_difference=self.true_accuracy(shifted, model=candidate) - self.true_accuracy(shifted),
+            ended=ended))
+        self.challenger = None
 
     # --- The parts ----------------------------------------------------------------------------------
 
@@ -589,11 +712,14 @@ class Simulation:
         run = self.ops.wait_for_training_run(self.slug, run["id"])
         if run["status"] != "succeeded":
             raise RuntimeError(f"training run {run['number']} failed: {run['error']}")
+        self._champion_refresh()
+        return bool(run["promoted"])
+
+    def _champion_refresh(self) -> None:
         champion = self.ops.champion(self.slug)
         if champion is not None and champion["name"] != self.champion_name:
             content, sha256 = self.ops.model_artifact(self.slug, champion["name"])
             self.champion, self.champion_name = load_model(content, sha256=sha256), champion["name"]
-        return bool(run["promoted"])
 
     def _predict(self, pixels: np.ndarray):
         labels, confidence = self.champion.predict(pixels, np.empty((len(pixels), 0), dtype=object))
@@ -606,14 +732,15 @@ class Simulation:
         confidence = [top[i].get(labels[i], 0.0) for i in range(len(labels))]
         return np.array(labels), np.array(confidence), top
 
-    def true_accuracy(self, shifted: bool) -> float:
-        """The champion's accuracy on the held-out digits as traffic looks now: with the
-        noise shift's noise, or weighted by the class-mix shift's shares."""
+    def true_accuracy(self, shifted: bool, *, model: Model | None = None) -> float:
+        """The champion's (or `model`'s) accuracy on the held-out digits as traffic looks
+        now: with the noise shift's noise, or weighted by the class-mix shift's shares."""
         config, test = self.config, self.digits.test
+        model = model or self.champion
         rng = np.random.default_rng(config.seed + 99)
         noisy = shifted and config.shift == "noise"
         pixels = self.digits.shifted(test, config.shift_noise, rng) if noisy else self.digits.x[test]
-        labels, _ = self.champion.predict(pixels, np.empty((len(test), 0), dtype=object))
+        labels, _ = model.predict(pixels, np.empty((len(test), 0), dtype=object))
         right = np.array(labels) == self.digits.y[test]
         if shifted and config.shift == "class_mix":
             return float(np.sum(right * self.digits.mix_probabilities(test, config)))
@@ -658,6 +785,46 @@ def compare(uncertainty: SimulationResult, random: SimulationResult) -> dict:
     return {"random_final_accuracy": target, "random_labels": spent, "uncertainty_labels_to_reach": reached,
             "uncertainty_final_accuracy": uncertainty.rounds[-1].true_accuracy,
             "share": None if reached is None or not spent else reached / spent}
+
+
+# Shadow mode: uncertainty routing's run labels the disagreements; random routing's, whose
+# budget of 0 routes none, judges on its audit sample alone, with the same labeling capacity.
+SHADOW_ARMS = {"uncertainty": "disagreement", "random": "audit"}
+
+
+def shadow_figures(decisions: list[ShadowDecision]) -> dict:
+    """What the live gate decided about the candidates (of one run, or pooled over seeds):
+    labels and rounds of traffic to a verdict, and its wrong decisions against the truth: a
+    truly worse candidate (below the champion on the held-out digits) promoted, or one truly
+    better by at least 2 points retired or held back undecided. A candidate still in shadow
+    when the run ended had no verdict and is counted apart (`undecided_at_end`; those truly
+    better by 2 points that had seen traffic, `better_undecided_at_end`)."""
+    decided = [d for d in decisions if d.verdict != "undecided"]
+    worse = [d for d in decisions if d.true_difference < 0]
+    better = [d for d in decisions if d.true_difference >= 0.02]
+    labels = [d.labels for d in decided]
+    return {
+        "challengers": len(decisions), "verdicts": len(decided),
+        "promoted": sum(d.ended == "promoted" for d in decisions),
+        "retired": sum(d.ended == "retired" for d in decisions),
+        "held_back": sum(d.ended == "held_back" for d in decisions),
+        "undecided_at_end": sum(d.ended == "running" for d in decisions),
+        "mean_labels_to_verdict": float(np.mean(labels)) if labels else None,
+        "median_labels_to_verdict": float(np.median(labels)) if labels else None,
+        "mean_rounds_to_verdict": float(np.mean([d.decided_round - d.started_round for d in decided]))
+        if decided else None,
+        "truly_worse": len(worse), "worse_promoted": sum(d.verdict == "better" for d in worse),
+        "truly_better_by_2_points": len(better),
+        "better_held_back": sum(d.ended in ("retired", "held_back") for d in better),
+        # Not held back by a decision, but not serving either: the gate was still waiting for labels.
+        "better_undecided_at_end": sum(d.ended == "running" and d.paired > 0 for d in better),
+    }
+
+
+def compare_shadow(results: list[SimulationResult]) -> dict:
+    """The live gate with disagreement routing against the audit sample alone: each
+    strategy's run's figures, by arm."""
+    return {SHADOW_ARMS[r.strategy]: shadow_figures(r.shadow_decisions) for r in results}
 
 
 def mean_result(results: list[SimulationResult]) -> SimulationResult:

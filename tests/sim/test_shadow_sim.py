@@ -16,11 +16,14 @@ def test_disagreement_routing_decides_on_fewer_labels_and_never_promotes_a_worse
     assert summary["disagreement"]["mean_labels_to_verdict"] < summary["audit"]["mean_labels_to_verdict"]
     # Right about every challenger: better promoted, worse retired.
     assert all(s.verdicts["disagreement"] == s.truly for s in result.seeds)
+    # The interval after a fixed amount of traffic is checked against the true difference.
+    assert all(set(s.covered) == {"disagreement", "audit"} for s in result.seeds)
+    assert summary["disagreement"]["interval_held"] >= 3
 
 
 def test_the_command_prints_the_figures_and_writes_them(tmp_path, capsys):
     out = tmp_path / "shadow.json"
     call_command("flywheel_simulate_shadow", "--seeds", "2", "--output", str(out))
     printed = capsys.readouterr().out
-    assert "disagreement" in printed and "mean labels to a verdict" in printed
+    assert "disagreement" in printed and "mean labels to a verdict" in printed and "interval held" in printed
     assert '"summary"' in out.read_text()

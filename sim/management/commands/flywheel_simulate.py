@@ -147,6 +147,16 @@ class Command(BaseCommand):
                             help="What looking at each member of a group costs.")
         parser.add_argument("--misfit-spotted", type=float, default=time.misfit_spotted,
                             help="Chance that an annotator spots (and takes out) a member that does not belong.")
+        parser.add_argument("--shadow", action="store_true",
+                            help="Shadow mode: each round's candidate goes into shadow (retraining.live_gate on) and "
+                                 "the live gate decides on live traffic; uncertainty routing's run labels the "
+                                 "disagreements, random routing's judges on its audit sample alone.")
+        parser.add_argument("--live-min-labels", type=int, default=simulation.SimulationConfig.live_min_labels,
+                            help="With --shadow, labeled disagreements the live gate needs before it decides "
+                                 "(retraining.live_gate.min_labels).")
+        parser.add_argument("--shadow-rounds", type=int, default=simulation.SimulationConfig.shadow_rounds,
+                            help="With --shadow, rounds after which ops take an undecided challenger out of shadow "
+                                 "(held back) so that training resumes.")
         parser.add_argument("--data", help="A CSV or Parquet file to simulate on instead of the digits: numeric "
                                            "feature columns and a label column.")
         parser.add_argument("--label-column", default="label", help="With --data, the column holding the labels.")
@@ -164,6 +174,10 @@ class Command(BaseCommand):
         if options["grouping"] == "on" and options["strategy"] == "random":
             raise CommandError("--grouping on needs uncertainty routing: random routing sends only audit tasks, "
                                "which are never grouped.")
+        if options["shadow"] and options["grouping"] != "off":
+            raise CommandError("--shadow runs with grouping off: it measures the live gate, not grouping.")
+        if options["live_min_labels"] < 1 or options["shadow_rounds"] < 1:
+            raise CommandError("--live-min-labels and --shadow-rounds must be at least 1.")
         for name in ("group_share", "group_check_rate", "misfit_spotted"):
             if not 0 <= options[name] <= 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be between 0 and 1.")
@@ -213,7 +227,8 @@ class Command(BaseCommand):
                     skip_resolved=not options["keep_resolved"], grouping_threshold=options["grouping_threshold"],
                     group_share=options["group_share"], group_target_size=options["group_target_size"],
                     group_check_rate=options["group_check_rate"],
-                    annotator_time=time_model,
+                    annotator_time=time_model, shadow=options["shadow"],
+                    live_min_labels=options["live_min_labels"], shadow_rounds=options["shadow_rounds"],
                 )
                 by_seed.append(self._one_seed(url, config, runs, dataset=dataset, quiet=options["quiet"],
                                               console=console))
@@ -244,9 +259,28 @@ class Command(BaseCommand):
             summary["comparison_per_seed"] = per_seed
             prefix = "" if len(by_seed) == 1 else f"mean of {len(seeds)} seeds: "
             out(prefix + _verdict(summary["comparison"]))
+        if options["shadow"]:
+            self._shadow_figures(summary, by_seed, seeds)
         plot_path.with_suffix(".json").write_text(json.dumps(summary, indent=2))
         logs = f", logs: {plot_path.with_suffix('.log')}" if options["verbosity"] < 2 else ""
         out(f"plot: {plot_path} (figures: {plot_path.with_suffix('.json')}{logs})")
+
+    def _shadow_figures(self, summary, by_seed, seeds) -> None:
+        """The live gate per seed and over all seeds' candidates: labels to a verdict with
+        disagreement routing against the audit sample alone, and its wrong decisions."""
+        per_seed = []
+        for seed, results in zip(seeds, by_seed, strict=True):
+            comparison = simulation.compare_shadow(results)
+            per_seed.append({"seed": seed, **comparison})
+            self.stdout.write(f"seed {seed}: " + "; ".join(_shadow_verdict(arm, f) for arm, f in comparison.items()))
+        arms = {simulation.SHADOW_ARMS[r.strategy]: r.strategy for r in by_seed[0]}
+        overall = {arm: simulation.shadow_figures([d for results in by_seed for r in results if r.strategy == strategy
+                                                   for d in r.shadow_decisions])
+                   for arm, strategy in arms.items()}
+        summary["shadow_comparison"] = overall
+        summary["shadow_comparison_per_seed"] = per_seed
+        for arm, figures in overall.items():
+            self.stdout.write(f"{len(by_seed)} seeds: {_shadow_verdict(arm, figures)}")
 
     def _grouping_figures(self, summary, by_seed, shown, runs, seeds, plot_path: Path, data_name: str) -> None:
         """Grouping on against off (uncertainty routing): per seed and on the mean curves,
@@ -303,6 +337,8 @@ class Command(BaseCommand):
                 result.rounds.append(row)
                 if not quiet:
                     tqdm.write(_row(row))
+            runner.finish()
+            result.shadow_decisions = list(runner.decisions)
             bar.close()
             results.append(result)
         return results
@@ -318,6 +354,15 @@ def _grouping_verdict(c: dict) -> str:
             f"{number(c['single_label_accuracy'], '.3f')}; the checks' interval held the true group-label accuracy in "
             f"{c['rounds_interval_held']} of {c['rounds_with_estimate']} rounds; model accuracy "
             f"{c['final_accuracy_on']:.3f} on, {c['final_accuracy_off']:.3f} off")
+
+
+def _shadow_verdict(arm: str, f: dict) -> str:
+    mean = "-" if f["mean_labels_to_verdict"] is None else f"{f['mean_labels_to_verdict']:.1f}"
+    return (f"{arm}: {f['verdicts']} verdicts of {f['challengers']} challengers ({f['promoted']} promoted, "
+            f"{f['retired']} retired, {f['held_back']} held back undecided, {f['undecided_at_end']} still in shadow at "
+            f"the end), mean labels to a verdict {mean}, truly worse promoted {f['worse_promoted']} of "
+            f"{f['truly_worse']}, truly better by 2+ points held back {f['better_held_back']} of "
+            f"{f['truly_better_by_2_points']} (still undecided at the end {f['better_undecided_at_end']})")
 
 
 def _verdict(c: dict) -> str:
@@ -353,6 +398,10 @@ def _row(row: simulation.RoundResult) -> str:
     drift = "-" if row.drifted is None else (f"yes ({row.drifted_fields})" if row.drifted else "no")
     champion = row.champion + (" *" if row.promoted else "")
     shift = " shifted" if row.shifted else ""
+    if row.shadow is not None:
+        labeled = row.shadow["labeled"]
+        shift += (f"  shadow {row.shadow['model']}: {row.shadow['verdict']} ({labeled['disagreement']} disagreements, "
+                  f"{labeled['audit']} audit labeled)")
     minutes = row.annotator_seconds / 60
     return (f"{row.round:>5} {row.items_labeled:>6} {minutes:>7.1f} {row.true_accuracy:>9.3f} {estimate:>26} "
             f"{label_free:>28} {drift:>12} {champion:>10}{shift}")

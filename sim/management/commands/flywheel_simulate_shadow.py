@@ -1,5 +1,7 @@
-"""flywheel_simulate_shadow: the live gate on simulated live traffic, disagreement routing
-against the audit sample alone, with the same labeling capacity."""
+"""flywheel_simulate_shadow: the fast check of the live gate's estimator on controlled
+challengers (half truly worse): its interval's coverage, and labels to a verdict with
+disagreement routing against the audit sample alone. `flywheel_simulate --shadow` runs the
+service's shadow paths on the flywheel's own candidates."""
 
 import json
 from pathlib import Path
@@ -10,8 +12,9 @@ from sim import shadow
 
 
 class Command(BaseCommand):
-    help = ("Judge challengers (truly better or truly worse) on simulated live traffic with the live gate, spending "
-            "labels on disagreements or on a random audit sample; print labels to a verdict and wrong decisions.")
+    help = ("The fast check of the live gate: judge challengers (truly better or truly worse) on simulated live "
+            "traffic, spending labels on disagreements or on a random audit sample; print labels to a verdict, wrong "
+            "decisions and how often the estimate's interval holds the true difference.")
 
     def add_arguments(self, parser):
         defaults = shadow.ShadowConfig()
@@ -37,7 +40,8 @@ class Command(BaseCommand):
                 f"{strategy:12s} verdicts {figures['decided']}/{len(result.seeds)}, "
                 f"mean labels to a verdict {mean if mean is None else round(mean, 1)}, "
                 f"worse promoted {figures['worse_promoted']}/{figures['truly_worse']}, "
-                f"better by 2+ points held back {figures['better_held_back']}/{figures['truly_better_by_2_points']}")
+                f"better by 2+ points held back {figures['better_held_back']}/{figures['truly_better_by_2_points']}, "
+                f"interval held the true difference {figures['interval_held']}/{len(result.seeds)}")
         path = Path(options["output"])
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result.as_dict(), indent=1))
