@@ -17,6 +17,7 @@ sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import math  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 
 import numpy as np  # noqa: E402
 from sklearn.cluster import AgglomerativeClustering, KMeans  # noqa: E402
@@ -78,16 +79,19 @@ def served_first(digits, seeds: int = 8, seconds: float = 45.0) -> None:
     others (with pixel noise of sd `noise`, as after the simulation's shift); groups form on
     the pixels as range-scaled features, are served by their members' margin scores summed,
     and an annotator gets through `seconds` of them (4 s a group plus 0.4 s a member, the
-    simulation's time model). Means over seeds."""
+    simulation's time model). Means over seeds. "caught": the share of the served groups'
+    misfits (members that are not their group's majority) the workspace marks (farther from
+    the centre than 1.25 times the group's median, labeling/serializers.py); "precise": the
+    share of marked members that are misfits."""
     x, truth = digits.data, digits.target
     schema = [{"name": f"p{i}", "type": "numeric", "min": 0, "max": 16} for i in range(64)]
     print(f"\nserved first ({seconds:.0f} s of groups; means of {seeds} seeds; min_size 3, max_size 50)")
     print(f"{'train':>6}{'queue':>6}{'noise':>6}{'target':>7}  {'split by model':<15}{'grouped':>8}"
-          f"{'all purity':>11}{'served purity':>14}{'items':>6}")
+          f"{'all purity':>11}{'served purity':>14}{'items':>6}{'caught':>9}{'precise':>9}")
     for train, queue, noise in ((60, 150, 0.0), (100, 400, 0.0), (150, 600, 2.0)):
         for target in (10, 20):
             for split in (False, True):
-                figures = []
+                figures, marks = [], []
                 for seed in range(seeds):
                     rng = np.random.default_rng(seed)
                     order = rng.permutation(len(x))
@@ -102,18 +106,35 @@ def served_first(digits, seeds: int = 8, seconds: float = 45.0) -> None:
                         [{f"p{i}": float(v) for i, v in enumerate(row)} for row in pixels], schema)
                     formed = grouping.groups_form(features, min_size=3, max_size=50, target_size=target,
                                                   predicted=predicted if split else None)
-                    groups = sorted((f.members for f in formed), key=lambda g: -priority[g].sum())
+                    formed = sorted(formed, key=lambda f: -priority[f.members].sum())
+                    groups = [f.members for f in formed]
                     served, spent = [], 0.0
-                    for group in groups:
-                        spent += 4.0 + 0.4 * len(group)
+                    for group in formed:
+                        spent += 4.0 + 0.4 * len(group.members)
                         if spent > seconds:
                             break
                         served.append(group)
                     figures.append((sum(map(len, groups)) / queue, grouping.purity(groups, truth[queued]),
-                                    grouping.purity(served, truth[queued]), sum(map(len, served))))
+                                    grouping.purity([f.members for f in served], truth[queued]),
+                                    sum(len(f.members) for f in served)))
+                    marks.append(_marked_misfits(served, truth[queued]))
                 grouped, purity, served_purity, items = np.mean(figures, axis=0)
+                misfits, marked, both = np.sum(marks, axis=0)
+                caught, precise = both / max(misfits, 1), both / max(marked, 1)
                 print(f"{train:>6}{queue:>6}{noise:>6.0f}{target:>7}  {'yes' if split else 'no':<15}{grouped:>8.1%}"
-                      f"{purity:>11.1%}{served_purity:>14.1%}{items:>6.1f}")
+                      f"{purity:>11.1%}{served_purity:>14.1%}{items:>6.1f}{caught:>9.0%}{precise:>9.0%}")
+
+
+def _marked_misfits(groups, truth) -> tuple[int, int, int]:
+    """Misfits, marked members, and marked misfits in `groups` (FormedGroup)."""
+    misfits = marked = both = 0
+    for group in groups:
+        majority = Counter(truth[i] for i in group.members).most_common(1)[0][0]
+        median = float(np.median(group.distances))
+        for member, distance in zip(group.members, group.distances, strict=True):
+            misfit, mark = truth[member] != majority, distance > 1.25 * median > 0
+            misfits, marked, both = misfits + misfit, marked + mark, both + (misfit and mark)
+    return misfits, marked, both
 
 
 if __name__ == "__main__":
