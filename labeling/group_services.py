@@ -71,12 +71,13 @@ def groups_build(*, project, now: datetime | None = None) -> GroupBuildResult:
         for representation, part in by_representation.items():
             vectors = group_selectors.vectors_for(part, representation, schema)
             for formed in grouping.groups_form(vectors, min_size=policy.min_size, max_size=policy.max_size,
-                                               target_size=policy.target_size):
+                                               target_size=policy.target_size,
+                                               predicted=[row["label"] for row in part]):
                 chosen = [part[i] for i in formed.members]
                 group = Group.objects.create(
                     project=project, representation=representation,
                     suggested_label=grouping.suggested_label([r["label"] for r in chosen]),
-                    priority=sum(r["priority"] for r in chosen),
+                    priority=grouping.group_worth([r["priority"] for r in chosen]),
                 )
                 groups += 1
                 members += [Task(pk=r["id"], group=group, group_distance=d)
@@ -310,7 +311,7 @@ def _regroup(group: Group, members: list[Task], formed: grouping.FormedGroup) ->
     for member, distance in zip(chosen, formed.distances, strict=True):
         member.group, member.group_distance = group, distance
     group.suggested_label = grouping.suggested_label([m.prediction.label for m in chosen])
-    group.priority = sum(m.priority for m in chosen)
+    group.priority = grouping.group_worth([m.priority for m in chosen])
     return chosen
 
 
@@ -372,7 +373,7 @@ def group_merge(*, group_id: int, other_id: int, user, now: datetime | None = No
         member.group_distance = distance
     Task.objects.bulk_update(members, ["group_distance"])
     group.suggested_label = grouping.suggested_label([m.prediction.label for m in members]) if members else ""
-    group.priority = sum(m.priority for m in members)
+    group.priority = grouping.group_worth([m.priority for m in members])
     group.save()
     return group
 

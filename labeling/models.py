@@ -49,7 +49,7 @@ class Group(TimeStampedModel):
     representation = models.CharField(max_length=32, help_text="What members were compared by: 'embedding' "
                                       "(with its length) or 'features'.")
     suggested_label = models.CharField(max_length=64, help_text="The label most members' model chose.")
-    priority = models.FloatField(help_text="The members' priorities summed: the group's worth. Larger is served first.")
+    priority = models.FloatField(help_text="Its members' e^priority summed: the group's worth. Larger is served first.")
     leased_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE,
                                   related_name="+")
     lease_expires_at = models.DateTimeField(null=True, blank=True)

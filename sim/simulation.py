@@ -88,10 +88,10 @@ class SimulationConfig:
     grouping: bool = False
     grouping_threshold: float = 0.0
     group_share: float = 0.75  # of the round's time, spent on groups first; the rest on single tasks
-    # labeling.grouping.target_size: smaller than the service's default (20), because the
-    # queue a round's groups are cut from holds a few hundred tasks, not thousands: Ward on
-    # 300 random digits kept 92% of members with their group's majority at 10 a group, 87% at 20.
-    group_target_size: int = 10
+    # labeling.grouping.target_size, the service's default: with groups split where the
+    # model's labels differ, the groups served first on queues like this one's kept 98-99%
+    # of members with their group's majority at 20 a group, as at 10 (bench/grouping.py).
+    group_target_size: int = 20
     group_check_rate: float = 0.1  # labeling.group_check_rate: group-labeled members checked individually
     annotator_time: AnnotatorTime = field(default_factory=AnnotatorTime)
     # Shadow mode: retraining.live_gate enabled, so a candidate that passes the offline gate
@@ -145,6 +145,11 @@ class RoundResult:
     group_label_accuracy: float | None = None
     group_label_estimate: dict | None = None
     single_label_accuracy: float | None = None
+    # Where grouping's time went, so far (AnnotatorTime seconds): groups labeled and their
+    # members, misfits (members whose truth is not the group's majority) and those missed,
+    # groups given a slipped label, and the seconds spent on groups, on checks, on members
+    # taken out (labeled again one by one) and on other single tasks.
+    group_work: dict | None = None
     # Shadow mode: the challenger in shadow this round, as the live gate saw it
     # ({model, verdict, labeled, difference}), or None.
     shadow: dict | None = None
@@ -409,6 +414,8 @@ class Simulation:
         self.items = 0
         self.group_items = 0
         self.group_tally = [0, 0]
+        self.work = Counter()
+        self.returned: set[str] = set()  # prediction ids of members taken out of a group
         self.single_tally = [0, 0]
         # End users and annotators draw from this one; how often depends on the strategy (how
         # many predictions are wrong, how many tasks there are), so traffic and the shifted
@@ -508,6 +515,7 @@ class Simulation:
             annotator_seconds=self.seconds, items_labeled=self.items, group_items=self.group_items,
             group_label_accuracy=_share(self.group_tally), single_label_accuracy=_share(self.single_tally),
             group_label_estimate=_group_estimate(stats) if config.grouping else None, shadow=shadow,
+            group_work=dict(self.work) if config.grouping else None,
         )
 
     def run(self) -> SimulationResult:
@@ -633,6 +641,9 @@ class Simulation:
                 self.single_tally[1] += 1
                 # A check labels again what a group labeled: time spent, no new item.
                 self.items += task.get("reason") != "group_check"
+                kind = ("check" if task.get("reason") == "group_check" else
+                        "returned" if task["prediction"]["id"] in self.returned else "single")
+                self.work[f"{kind}_seconds"] += self.config.annotator_time.single_task_s
         if count:
             self.labels_spent += done
         return done
@@ -699,6 +710,12 @@ class Simulation:
             self.annotator.release_group(group["id"])
             return
         labeled = [truth for m, truth in zip(members, truths, strict=True) if m["task_id"] not in exclude]
+        self.returned |= {m["prediction"]["id"] for m in members if m["task_id"] in exclude}
+        misfits = sum(truth != majority for truth in truths)
+        self.work.update(groups=1, group_members=len(members), group_seconds=seconds, misfits=misfits,
+                         misfits_missed=sum(truth != majority for truth in labeled),
+                         slipped_groups=int(label != majority), slipped_members=len(labeled) * (label != majority),
+                         suggestion_wrong=int(group["suggested_label"] != majority))
         self.group_tally[0] += sum(truth == label for truth in labeled)
         self.group_tally[1] += len(labeled)
         self.items += len(labeled)

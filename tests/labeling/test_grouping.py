@@ -57,3 +57,25 @@ def test_split_cuts_two_clusters_apart_and_nearest_orders_by_distance():
     found = grouping.nearest(vectors, np.array([0.0, 0.0]), 3)
     assert [i for i, _ in found] == [0, 1, 2] or [i for i, _ in found] == [0, 2, 1]
     assert [d for _, d in found] == sorted(d for _, d in found)
+
+
+def test_groups_split_where_the_model_disagrees_so_each_holds_one_predicted_label(digits):
+    vectors, truth = digits
+    # A model that is wrong on every fifth digit: its label says which members the content
+    # alone would have kept together with digits they are not.
+    predicted = [str((t + 1) % 10) if i % 5 == 0 else str(t) for i, t in enumerate(truth)]
+    formed = grouping.groups_form(vectors, min_size=3, max_size=50, target_size=20, predicted=predicted)
+    assert formed
+    for group in formed:
+        assert len({predicted[i] for i in group.members}) == 1
+        assert len(group.members) >= 3
+        assert group.distances == sorted(group.distances, reverse=True)
+    content_only = grouping.groups_form(vectors, min_size=3, max_size=50, target_size=20)
+    assert any(len({predicted[i] for i in g.members}) > 1 for g in content_only)
+
+
+def test_a_split_part_under_min_size_stays_ungrouped():
+    vectors = np.vstack([[0, 0], [0, 0.1], [0.1, 0], [0.1, 0.1], [0.05, 0.05]])
+    formed = grouping.groups_form(vectors, min_size=3, max_size=50, target_size=5,
+                                  predicted=["a", "a", "a", "b", "b"])
+    assert [sorted(f.members) for f in formed] == [[0, 1, 2]]

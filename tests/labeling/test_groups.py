@@ -40,14 +40,16 @@ def log(app_client, items):
     return response.json()["results"]
 
 
-def two_clusters(app_client, per=6, target_size=6):
-    """p-0..p-5 look like a 3, p-100..p-105 like a 7 (one of the 7s the model called 1);
+def two_clusters(app_client, per=6, target_size=6, *, disagreeing=False, model_says=None):
+    """p-0..p-5 look like a 3, p-100..p-105 like a 7, and the model says so (with
+    `disagreeing`, it called p-100 a 1; with `model_says`, it called every one that);
     groups aim at `target_size` members."""
     project = Project.objects.get(slug="digits")
     grouping = {**project.labeling.get("grouping", {}), "target_size": target_size}
     Project.objects.filter(pk=project.pk).update(labeling={**project.labeling, "grouping": grouping})
-    log(app_client, [embedded(i, "3") for i in range(per)]
-        + [embedded(100 + i, "7", label="1" if i == 0 else None) for i in range(per)])
+    log(app_client, [embedded(i, "3", label=model_says) for i in range(per)]
+        + [embedded(100 + i, "7", label=model_says or ("1" if disagreeing and i == 0 else None))
+           for i in range(per)])
 
 
 def person(project, role=Role.ANNOTATOR):
@@ -86,7 +88,7 @@ def test_build_groups_open_tasks_by_their_embedding(app_client, project):
     by_prediction = [sorted(Task.objects.filter(group=g).values_list("prediction__external_id", flat=True))
                      for g in groups]
     assert by_prediction == [[f"p-{i}" for i in range(6)], sorted(f"p-{100 + i}" for i in range(6))]
-    # The suggestion is the members' model majority; the list shows size and suggestion.
+    # The suggestion is the members' model label; the list shows size and suggestion.
     assert [g.suggested_label for g in groups] == ["3", "7"]
     _, reader = person(project)
     listed = reader.get(LIST + "?status=open").json()
@@ -94,6 +96,15 @@ def test_build_groups_open_tasks_by_their_embedding(app_client, project):
         (6, "3"), (6, "7")}
     assert reader.get(LIST + "?status=done").json()["count"] == 0
     assert reader.get(LIST + "?status=nope").status_code == 400
+
+
+def test_a_member_the_model_labels_unlike_its_cluster_is_left_out_of_the_group(app_client, project):
+    # p-100 looks like the other 7s but the model called it a 1: the one a person would most
+    # likely have to take out, so it is labeled on its own instead.
+    two_clusters(app_client, disagreeing=True)
+    assert build(project) == {"groups": 2, "grouped_tasks": 11, "ungrouped_tasks": 1}
+    assert Task.objects.get(prediction__external_id="p-100").group_id is None
+    assert sorted(Group.objects.values_list("suggested_label", flat=True)) == ["3", "7"]
 
 
 def test_audit_gold_and_check_tasks_are_never_grouped(app_client, project):
@@ -392,15 +403,18 @@ def test_with_overlap_a_group_label_is_one_annotators_annotation(app_client, pro
 
 
 def test_split_and_merge_keep_every_member_in_exactly_one_group(app_client, project):
-    two_clusters(app_client, target_size=12)
-    assert build(project)["groups"] == 1  # both digits in one group of 12
+    # The model called every one a 3, so both digits stay in one group of 12.
+    two_clusters(app_client, target_size=12, model_says="3")
+    assert build(project)["groups"] == 1
     user, client = person(project)
     group = claim(client)
     everyone = members_of(group["id"])
     response = client.post(f"/api/v1/groups/{group['id']}/split/")
     assert response.status_code == 201, response.content
     a, b = response.json()["groups"]
-    assert a["size"] == b["size"] == 6 and {a["suggested_label"], b["suggested_label"]} == {"3", "7"}
+    assert a["size"] == b["size"] == 6
+    assert {frozenset(Task.objects.filter(group_id=g["id"]).values_list("prediction__external_id", flat=True))
+            for g in (a, b)} == {frozenset(f"p-{i}" for i in range(6)), frozenset(f"p-{100 + i}" for i in range(6))}
     assert members_of(a["id"]) | members_of(b["id"]) == everyone and not members_of(a["id"]) & members_of(b["id"])
     assert Group.objects.get(pk=b["id"]).leased_by_id == user.pk
     merged = client.post(f"/api/v1/groups/{a['id']}/merge/", {"with": b["id"]}, format="json")

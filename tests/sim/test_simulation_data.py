@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
 
-from labeling.models import Annotation, Group, GroupStatus, TaskReason
+from labeling.models import Annotation, Group, GroupStatus, Task, TaskReason
 from sim.simulation import (
     AnnotatorTime,
     Dataset,
@@ -174,6 +174,15 @@ def test_a_small_run_on_a_csv_labels_groups_through_the_service_and_writes_the_d
     assert set(grouped.values_list("user__username", flat=True)) == {"sim-annotator"}
     checks = Annotation.objects.filter(task__project__slug=project, task__reason=TaskReason.GROUP_CHECK)
     assert set(checks.values_list("user__username", flat=True)) <= {"sim-checker"}
+    # Where the time went adds up: the groups labeled, their members, and the seconds on
+    # groups, checks, members taken out and other single tasks make the annotator time.
+    work = on["group_work"]
+    assert off["group_work"] is None and work["groups"] == done.count()
+    assert work["group_members"] == on["group_items"] + grouped_out(project)
+    assert work["misfits_missed"] <= work["misfits"] and work["slipped_members"] <= on["group_items"]
+    spent = sum(work.get(f"{kind}_seconds", 0) for kind in ("group", "check", "returned", "single"))
+    assert spent == pytest.approx(on["annotator_seconds"])
+    assert work.get("check_seconds", 0) == 3.0 * checks.count()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -200,3 +209,8 @@ def test_each_round_reports_the_label_free_estimate_beside_the_audit_estimate_an
     # The printed table shows the three side by side.
     printed = capsys.readouterr().out
     assert "without labels (95%)" in printed and f"{free['value']:.3f} ({free['low']:.3f}-" in printed
+
+
+def grouped_out(project):
+    """Members annotators took out of the project's groups."""
+    return Task.objects.filter(project__slug=project, grouping_excluded=True).count()

@@ -58,7 +58,7 @@ class _Server:
 def simulation_clients(url: str, slug: str, *, seed: int | None = None,
                        dataset: simulation.Dataset | None = None) -> tuple[Client, Client, Client, Client]:
     """Ops, app and annotator clients for a new simulation project. Earlier simulations'
-    projects of the same strategy are deleted (their stored datasets stay under their own
+    projects of the same strategy and seed are deleted (their stored datasets stay under their own
     slugs: dataset manifests are never overwritten). With a `seed`, the project's audit
     salt comes from it: the audit sample, which is all random routing labels, is then the
     same in every run of that seed instead of a new draw each time. The fourth client is a
@@ -317,7 +317,9 @@ class Command(BaseCommand):
         results = []
         for strategy, grouping in runs:
             kind = "grouped" if grouping else strategy
-            slug = f"sim-{kind}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
+            # The seed in the slug: an earlier run's projects of the same kind and seed are
+            # deleted, and runs of other seeds (in other processes) are left alone.
+            slug = f"sim-{kind}-s{config.seed}-{time.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(2)}"
             ops, app, annotator, checker = simulation_clients(url, slug, seed=config.seed, dataset=dataset)
             run_config = replace(config, grouping=grouping)
             name = f"{strategy} routing" + (", grouping on" if grouping else "")
