@@ -33,6 +33,8 @@ from labeling.services import _CAPACITY_SQL, _lease_ends, _resolve_round, labels
 log = structlog.get_logger(__name__)
 # The advisory lock's first key (an int4): one group build per project at a time.
 _BUILD_LOCK = zlib.crc32(b"labeling.groups_build") & 0x7FFFFFFF
+# Above every routed task (at most 1) and group check (at most 2): see group_annotate.
+EXCLUDED_PRIORITY = 3.0
 
 
 @dataclass(frozen=True)
@@ -284,7 +286,12 @@ def group_annotate(*, group_id: int, user, label: str, exclude: list[int], lead_
     Task.objects.bulk_create(checks)
     if exclude:
         _members_unlease(group, user, now, task_ids=exclude)
-        Task.objects.filter(pk__in=exclude).update(group=None, group_distance=None, grouping_excluded=True)
+        # A member a person took out of its group is most likely one the model got wrong: it
+        # goes ahead of every other task (uncertainty up to 1, group checks up to 2), since its
+        # label teaches the model most. Left at its own priority it was never labeled again in
+        # the simulation, and the model trained on the members that agreed with it.
+        Task.objects.filter(pk__in=exclude).update(group=None, group_distance=None, grouping_excluded=True,
+                                                   priority=EXCLUDED_PRIORITY)
     group.status, group.leased_by, group.lease_expires_at = GroupStatus.DONE, None, None
     group.label, group.labeled_by, group.labeled_count = label, user, len(labeled)
     group.lead_time_s, group.labeled_at = lead_time_s, now

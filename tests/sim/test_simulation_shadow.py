@@ -47,7 +47,7 @@ def test_shadow_mode_with_grouping_is_refused(tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_a_small_seeded_shadow_run_judges_candidates_on_live_traffic_through_the_service(tmp_path):
     plot = tmp_path / "shadow.png"
-    call_command("flywheel_simulate", shadow=True, rounds=3, traffic=100, labels_per_round=20, initial_labels=40,
+    call_command("flywheel_simulate", shadow=True, rounds=3, traffic=200, labels_per_round=60, initial_labels=40,
                  gold=100, test=200, live_min_labels=5, shadow_rounds=2, seed=0, plot=str(plot), quiet=True,
                  verbosity=2)
 
