@@ -131,6 +131,12 @@ class Prediction(models.Model):
     received_at = models.DateTimeField(help_text="When the service stored it.")
 
     class Meta:
+        # On PostgreSQL the table is partitioned by week of created_at (flywheel.partitions,
+        # migration 0009): its primary key there is (id, created_at), ids still come from one
+        # sequence, and the unique (project, external_id) below lives in the unpartitioned
+        # flywheel_predictionkey table that ingestion writes in the same statement (a unique
+        # index on a partitioned table must include created_at, which would let a retry with
+        # another created_at in). SQLite keeps this constraint as written.
         constraints = [
             models.UniqueConstraint(fields=["project", "external_id"], name="prediction_unique_external_id"),
             models.CheckConstraint(condition=models.Q(confidence__gte=0.0, confidence__lte=1.0),
@@ -172,7 +178,9 @@ class Feedback(models.Model):
     apart from annotators' labels. Append-only."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="feedback_items")
-    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="feedback")
+    # Unenforced: predictions are partitioned by time on PostgreSQL (flywheel.partitions), and a
+    # foreign key into a partitioned table must name the partition column too. Django cascades.
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="feedback", db_constraint=False)
     external_id = models.CharField(max_length=128, null=True, blank=True,
                                    help_text="The app's id for this feedback: the idempotency key.")
     kind = models.CharField(max_length=8, choices=FeedbackKind.choices)
