@@ -85,6 +85,13 @@ class IngestBatch(models.Model):
                                                  help_text="Smallest prediction id this request created.")
     last_prediction_id = models.BigIntegerField(null=True, blank=True,
                                                 help_text="Largest prediction id this request created.")
+    # Its predictions' created_at span: readers of a batch's rows name it so that PostgreSQL
+    # reads only the partitions of those weeks (flywheel.partitions). Empty on batches
+    # recorded before it was kept.
+    first_created_at = models.DateTimeField(null=True, blank=True,
+                                            help_text="Earliest created_at of the predictions it created.")
+    last_created_at = models.DateTimeField(null=True, blank=True,
+                                           help_text="Latest created_at of the predictions it created.")
     profiled_at = models.DateTimeField(null=True, blank=True,
                                        help_text="When its predictions were added to the drift profiles.")
 

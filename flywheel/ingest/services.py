@@ -223,8 +223,10 @@ def _predictions_insert_portable(project, items, scores, draws, policy, version_
     Prediction.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
     inserted = dict(Prediction.objects.filter(batch_id=batch.pk).values_list("external_id", "id"))
     if inserted:
+        times = [row.created_at for row in rows if row.external_id in inserted]
         IngestBatch.objects.filter(pk=batch.pk).update(
-            first_prediction_id=min(inserted.values()), last_prediction_id=max(inserted.values())
+            first_prediction_id=min(inserted.values()), last_prediction_id=max(inserted.values()),
+            first_created_at=min(times), last_created_at=max(times),
         )
     else:
         batch.delete()
@@ -261,10 +263,12 @@ WITH batch AS (
         rows.confidence, rows.probabilities, rows.least_confidence, rows.margin, rows.entropy, rows.features,
         rows.input, rows.metadata, rows.audit, rows.created_at, rows.embedding
     FROM batch, rows JOIN claimed ON claimed.prediction_id = rows.id
-    RETURNING external_id, id
+    RETURNING external_id, id, created_at
 ), recorded AS (
-    INSERT INTO flywheel_ingestbatch (id, project_id, received_at, first_prediction_id, last_prediction_id)
-    SELECT batch.id, %(project)b, %(now)b, min(inserted.id), max(inserted.id)
+    INSERT INTO flywheel_ingestbatch (id, project_id, received_at, first_prediction_id, last_prediction_id,
+                                      first_created_at, last_created_at)
+    SELECT batch.id, %(project)b, %(now)b, min(inserted.id), max(inserted.id), min(inserted.created_at),
+        max(inserted.created_at)
     FROM batch, inserted GROUP BY batch.id
 )
 SELECT external_id, id FROM inserted

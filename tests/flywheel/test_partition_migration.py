@@ -29,9 +29,19 @@ def _fill(apps, now):
     Prediction.objects.bulk_create(
         [
             Prediction(
-                project=project, external_id=f"old-{i}", model_version=version, label="a", confidence=0.6,
-                least_confidence=0.4, margin=0.8, entropy=0.9, features={"f0": i}, audit=i % 50 == 0,
-                batch=batch, created_at=when, received_at=now,
+                project=project,
+                external_id=f"old-{i}",
+                model_version=version,
+                label="a",
+                confidence=0.6,
+                least_confidence=0.4,
+                margin=0.8,
+                entropy=0.9,
+                features={"f0": i},
+                audit=i % 50 == 0,
+                batch=batch,
+                created_at=when,
+                received_at=now,
             )
             for i, when in enumerate(times)
         ]
@@ -41,7 +51,9 @@ def _fill(apps, now):
     Task.objects.bulk_create(
         [Task(project=project, prediction=p, reason="low_confidence", priority=0.4) for p in stored[::3]]
     )
-    Label.objects.bulk_create([Label(project=project, prediction=p, label="b", source="annotation") for p in stored[::5]])
+    Label.objects.bulk_create(
+        [Label(project=project, prediction=p, label="b", source="annotation") for p in stored[::5]]
+    )
     apps.get_model("labeling", "RuledOutLabel").objects.bulk_create(
         [apps.get_model("labeling", "RuledOutLabel")(prediction=p, label="a") for p in stored[::7]]
     )
@@ -53,8 +65,16 @@ def _fill(apps, now):
     ShadowPrediction = apps.get_model("flywheel", "ShadowPrediction")
     ShadowPrediction.objects.bulk_create(
         [
-            ShadowPrediction(project=project, prediction=p, model_version=version, champion=version, label="a",
-                             confidence=0.5, agrees=True, received_at=now)
+            ShadowPrediction(
+                project=project,
+                prediction=p,
+                model_version=version,
+                champion=version,
+                label="a",
+                confidence=0.5,
+                agrees=True,
+                received_at=now,
+            )
             for p in stored[::6]
         ]
     )
@@ -64,7 +84,7 @@ def _snapshot() -> dict[str, list[tuple]]:
     """Every row of the tables that hold or point at predictions, as tuples."""
     queries = {
         "predictions": "SELECT id, project_id, external_id, created_at, features::text, audit, batch_id "
-                       "FROM flywheel_prediction ORDER BY id",
+        "FROM flywheel_prediction ORDER BY id",
         "tasks": "SELECT id, prediction_id, reason FROM labeling_task ORDER BY id",
         "labels": "SELECT id, prediction_id, label FROM labeling_label ORDER BY id",
         "ruled_out": "SELECT id, prediction_id, label FROM labeling_ruledoutlabel ORDER BY id",
@@ -96,7 +116,13 @@ def test_partitioning_an_existing_database_keeps_every_row_and_every_id_idempote
     assert partitions.is_partitioned()
     after = _snapshot()
     assert {name: len(rows) for name, rows in after.items()} == {
-        "predictions": 600, "tasks": 200, "labels": 120, "ruled_out": 86, "gold": 1, "feedback": 150, "shadow": 100,
+        "predictions": 600,
+        "tasks": 200,
+        "labels": 120,
+        "ruled_out": 86,
+        "gold": 1,
+        "feedback": 150,
+        "shadow": 100,
     }
     assert after == before
     # Each row sits in its week's partition; the one from 2021, older than the conversion's
@@ -112,10 +138,12 @@ def test_partitioning_an_existing_database_keeps_every_row_and_every_id_idempote
     token = factories.user_with_role("app", project)[1]
     client = factories.api_client(token)
     url = f"/api/v1/projects/{project.slug}/predictions/"
-    body = {"predictions": [
-        {"id": "old-5", "model_version": "v1", "label": "b", "confidence": 0.9, "features": {"f0": 1}},
-        {"id": "new-1", "model_version": "v1", "label": "b", "confidence": 0.9, "features": {"f0": 1}},
-    ]}
+    body = {
+        "predictions": [
+            {"id": "old-5", "model_version": "v1", "label": "b", "confidence": 0.9, "features": {"f0": 1}},
+            {"id": "new-1", "model_version": "v1", "label": "b", "confidence": 0.9, "features": {"f0": 1}},
+        ]
+    }
     answer = client.post(url, body, format="json").json()
     assert answer["created"] == 1 and [r["duplicate"] for r in answer["results"]] == [True, False]
     assert Prediction.objects.get(external_id="new-1").pk > max(row[0] for row in before["predictions"])
