@@ -152,7 +152,9 @@ class Prediction(models.Model):
         indexes = [
             # Production accuracy reads the audit sample per model version; a partial index
             # keeps the other 98% of inserts free of it.
-            models.Index(fields=["project", "model_version"], name="prediction_audit_sample",
+            # With the id as its last column, the audit sample's joins to labels and its counts
+            # read the index alone (index-only scans), not every audited row of history.
+            models.Index(fields=["project", "model_version", "id"], name="prediction_audit_sample_ids",
                          condition=models.Q(audit=True)),
         ]
 
