@@ -94,6 +94,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update({
         "timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;",
     })
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend, aware of the partitioned predictions table (common/postgresql/base.py).
+    DATABASES["default"]["ENGINE"] = "common.postgresql"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Auth, sessions, security -------------------------------------------------------------
@@ -325,6 +328,8 @@ CELERY_BEAT_SCHEDULE = {
     "training-triggers": {"task": "flywheel.training.triggers", "schedule": FLYWHEEL_RETRAINING_CHECK_SECONDS},
     "training-watchdog": {"task": "flywheel.training.watchdog", "schedule": 60.0},
     # Shadow mode: models in shadow score what was ingested since; the live gate judges them.
+    # The prediction table's weekly partitions (PostgreSQL) are made weeks ahead of the data.
+    "prediction-partitions": {"task": "flywheel.partitions_ensure", "schedule": 86400.0},
     "shadow-score": {"task": "flywheel.shadow.score", "schedule": FLYWHEEL_SHADOW_CHECK_SECONDS},
     "shadow-live-gate": {"task": "flywheel.shadow.live_gate", "schedule": FLYWHEEL_SHADOW_CHECK_SECONDS},
 }

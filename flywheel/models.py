@@ -85,6 +85,13 @@ class IngestBatch(models.Model):
                                                  help_text="Smallest prediction id this request created.")
     last_prediction_id = models.BigIntegerField(null=True, blank=True,
                                                 help_text="Largest prediction id this request created.")
+    # Its predictions' created_at span: readers of a batch's rows name it so that PostgreSQL
+    # reads only the partitions of those weeks (flywheel.partitions). Empty on batches
+    # recorded before it was kept.
+    first_created_at = models.DateTimeField(null=True, blank=True,
+                                            help_text="Earliest created_at of the predictions it created.")
+    last_created_at = models.DateTimeField(null=True, blank=True,
+                                           help_text="Latest created_at of the predictions it created.")
     profiled_at = models.DateTimeField(null=True, blank=True,
                                        help_text="When its predictions were added to the drift profiles.")
 
@@ -131,6 +138,12 @@ class Prediction(models.Model):
     received_at = models.DateTimeField(help_text="When the service stored it.")
 
     class Meta:
+        # On PostgreSQL the table is partitioned by week of created_at (flywheel.partitions,
+        # migration 0009): its primary key there is (id, created_at), ids still come from one
+        # sequence, and the unique (project, external_id) below lives in the unpartitioned
+        # flywheel_predictionkey table that ingestion writes in the same statement (a unique
+        # index on a partitioned table must include created_at, which would let a retry with
+        # another created_at in). SQLite keeps this constraint as written.
         constraints = [
             models.UniqueConstraint(fields=["project", "external_id"], name="prediction_unique_external_id"),
             models.CheckConstraint(condition=models.Q(confidence__gte=0.0, confidence__lte=1.0),
@@ -139,7 +152,9 @@ class Prediction(models.Model):
         indexes = [
             # Production accuracy reads the audit sample per model version; a partial index
             # keeps the other 98% of inserts free of it.
-            models.Index(fields=["project", "model_version"], name="prediction_audit_sample",
+            # With the id as its last column, the audit sample's joins to labels and its counts
+            # read the index alone (index-only scans), not every audited row of history.
+            models.Index(fields=["project", "model_version", "id"], name="prediction_audit_sample_ids",
                          condition=models.Q(audit=True)),
         ]
 
@@ -172,7 +187,9 @@ class Feedback(models.Model):
     apart from annotators' labels. Append-only."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="feedback_items")
-    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="feedback")
+    # Unenforced: predictions are partitioned by time on PostgreSQL (flywheel.partitions), and a
+    # foreign key into a partitioned table must name the partition column too. Django cascades.
+    prediction = models.ForeignKey(Prediction, on_delete=models.CASCADE, related_name="feedback", db_constraint=False)
     external_id = models.CharField(max_length=128, null=True, blank=True,
                                    help_text="The app's id for this feedback: the idempotency key.")
     kind = models.CharField(max_length=8, choices=FeedbackKind.choices)

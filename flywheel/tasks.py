@@ -6,6 +6,7 @@ the retries run out."""
 from celery import shared_task
 
 from common.jobs import Backoff, run_or_retry
+from flywheel import partitions
 from flywheel.datasets import services as datasets
 from flywheel.ingest import profiling
 from flywheel.models import Project
@@ -98,3 +99,11 @@ def live_gates_task() -> dict[str, int]:
     """The live gate's look at every model in shadow: promote, retire or wait. Safe to run
     twice: a shadow it decided on is no longer active."""
     return shadow.live_gates_evaluate()
+
+
+@shared_task(name="flywheel.partitions_ensure", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=240, time_limit=300, ignore_result=True)
+def partitions_ensure_task() -> list[str]:
+    """The beat's daily look at the prediction table's weekly partitions: the weeks ahead
+    exist before any prediction needs them. Safe to run twice: an existing week is kept."""
+    return partitions.prediction_partitions_ensure()

@@ -78,7 +78,10 @@ class Task(TimeStampedModel):
     per annotator and gold answer, to measure that annotator, and never enters the queue."""
 
     project = models.ForeignKey("flywheel.Project", on_delete=models.CASCADE, related_name="tasks")
-    prediction = models.ForeignKey("flywheel.Prediction", on_delete=models.CASCADE, related_name="tasks")
+    # Unenforced: predictions are partitioned by time on PostgreSQL (flywheel.partitions), and a
+    # foreign key into a partitioned table must name the partition column too. Django cascades.
+    prediction = models.ForeignKey("flywheel.Prediction", on_delete=models.CASCADE, related_name="tasks",
+                                   db_constraint=False)
     reason = models.CharField(max_length=32, choices=TaskReason.choices)
     priority = models.FloatField(help_text="Larger is served first.")
     annotations_required = models.PositiveSmallIntegerField(default=1)
@@ -183,7 +186,9 @@ class GoldAnswer(TimeStampedModel):
     """A prediction whose right label ops know; mixed into annotators' streams to measure them."""
 
     project = models.ForeignKey("flywheel.Project", on_delete=models.CASCADE, related_name="gold_answers")
-    prediction = models.OneToOneField("flywheel.Prediction", on_delete=models.CASCADE, related_name="gold_answer")
+    # Unenforced, as on Task: Django cascades.
+    prediction = models.OneToOneField("flywheel.Prediction", on_delete=models.CASCADE, related_name="gold_answer",
+                                      db_constraint=False)
     label = models.CharField(max_length=64)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
@@ -203,7 +208,9 @@ class Label(models.Model):
     resolution supersedes the old row instead of changing it, so history is kept."""
 
     project = models.ForeignKey("flywheel.Project", on_delete=models.CASCADE, related_name="labels_resolved")
-    prediction = models.ForeignKey("flywheel.Prediction", on_delete=models.CASCADE, related_name="resolved_labels")
+    # Unenforced, as on Task: Django cascades.
+    prediction = models.ForeignKey("flywheel.Prediction", on_delete=models.CASCADE, related_name="resolved_labels",
+                                   db_constraint=False)
     label = models.CharField(max_length=64)
     source = models.CharField(max_length=16, choices=LabelSource.choices)
     weight = models.FloatField(default=1.0, help_text="How much training trusts it, by source.")
@@ -227,7 +234,9 @@ class RuledOutLabel(models.Model):
     """A label a prediction cannot have: an end user rejected the model's label for it.
     Annotators cannot choose it (a reviewer still can, deliberately)."""
 
-    prediction = models.ForeignKey("flywheel.Prediction", on_delete=models.CASCADE, related_name="ruled_out_labels")
+    # Unenforced, as on Task: Django cascades.
+    prediction = models.ForeignKey("flywheel.Prediction", on_delete=models.CASCADE, related_name="ruled_out_labels",
+                                   db_constraint=False)
     label = models.CharField(max_length=64)
     source = models.CharField(max_length=16, default="feedback")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -40,18 +40,27 @@ GRID_WAIT = timedelta(hours=1)
 RANGE_GAP = 10_000
 
 
-def _observations(batches: list[tuple[int, int, int]], schema: list[dict]) -> Observations:
-    """The predictions of these batches (id, first, last), read by primary-key ranges: the
-    prediction table has no index on batch_id, and needs none."""
+def created_span(batches) -> tuple[datetime, datetime] | None:
+    """The created_at span of these batches' predictions (id, first, last, first_created_at,
+    last_created_at); None when a batch predates the recorded span."""
+    if any(b[3] is None for b in batches):
+        return None
+    return min(b[3] for b in batches), max(b[4] for b in batches)
+
+
+def _observations(batches: list[tuple], schema: list[dict]) -> Observations:
+    """The predictions of these batches (id, first, last, first_created_at, last_created_at),
+    read by primary-key ranges: the prediction table has no index on batch_id, and needs
+    none. The batches' created_at span prunes the read to the partitions of those weeks."""
     ranges: list[list[int]] = []
-    for _, first, last in sorted(batches, key=lambda b: b[1]):
+    for _, first, last, *_ in sorted(batches, key=lambda b: b[1]):
         if ranges and first <= ranges[-1][1] + RANGE_GAP:
             ranges[-1][1] = max(ranges[-1][1], last)
         else:
             ranges.append([first, last])
     batch_ids = [b[0] for b in batches]
     if connection.vendor == "postgresql":
-        return _observations_postgres(ranges, batch_ids, schema)
+        return _observations_postgres(ranges, batch_ids, schema, created_span(batches))
     in_ranges = Q()
     for first, last in ranges:
         in_ranges |= Q(id__range=(first, last))
@@ -70,18 +79,19 @@ def _observations(batches: list[tuple[int, int, int]], schema: list[dict]) -> Ob
     return Observations(label=labels, confidence=confidence, features=columns, created_at=created_at)
 
 
-def _observations_postgres(ranges: list[list[int]], batch_ids: list[int], schema: list[dict]) -> Observations:
+def _observations_postgres(ranges: list[list[int]], batch_ids: list[int], schema: list[dict],
+                           span: tuple[datetime, datetime] | None) -> Observations:
     """PostgreSQL takes the features out of the JSON, typed, and the hour out of the time;
     binary results bring them back without parsing: several times faster than decoding
     each row's JSON here."""
     try:
         with transaction.atomic():  # a savepoint: a failed cast must not end the claim's transaction
-            rows = _feature_rows(ranges, batch_ids, schema, checked=False)
+            rows = _feature_rows(ranges, batch_ids, schema, span, checked=False)
     except psycopg.errors.DataError:
         # Validation lets only numbers (or null) into numeric features; rows written some
         # other way may hold a string. Read them type by type: a wrong one is missing.
         log.warning("profiles.feature_type_mismatch", batches=len(batch_ids))
-        rows = _feature_rows(ranges, batch_ids, schema, checked=True)
+        rows = _feature_rows(ranges, batch_ids, schema, span, checked=True)
     if not rows:
         return Observations(label=[], features={}, hours=[])
     values = list(zip(*rows, strict=True))
@@ -93,7 +103,16 @@ _NUMERIC = "(features ->> %s)::float8"
 _NUMERIC_CHECKED = "CASE WHEN jsonb_typeof(features -> %s) = 'number' THEN (features ->> %s)::float8 END"
 
 
-def _feature_rows(ranges, batch_ids, schema, *, checked: bool) -> list[tuple]:
+def _feature_rows(ranges, batch_ids, schema, span, *, checked: bool) -> list[tuple]:
+    sql, params = feature_rows_query(ranges, batch_ids, schema, span, checked=checked)
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, binary=True)
+        return cursor.fetchall()
+
+
+def feature_rows_query(ranges, batch_ids, schema, span, *, checked: bool = False) -> tuple[str, list]:
+    """The statement that reads batches' predictions for profiling, and its parameters."""
     columns, params = [], []
     for feature in schema:
         if feature["type"] == "numeric":
@@ -104,13 +123,14 @@ def _feature_rows(ranges, batch_ids, schema, *, checked: bool) -> list[tuple]:
             params.append(feature["name"])
     where = " OR ".join("id BETWEEN %s AND %s" for _ in ranges)
     params += [bound for pair in ranges for bound in pair] + [batch_ids]
+    in_span = ""
+    if span is not None:
+        in_span = " AND created_at BETWEEN %s AND %s"
+        params += list(span)
     sql = (f"SELECT floor(extract(epoch FROM created_at) / 3600)::int8, label, confidence"
            f"{''.join(', ' + c for c in columns)} FROM {Prediction._meta.db_table} "
-           f"WHERE ({where}) AND batch_id = ANY(%s)")
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, binary=True)
-        return cursor.fetchall()
+           f"WHERE ({where}) AND batch_id = ANY(%s){in_span}")
+    return sql, params
 
 
 def _claim_candidates(project_id: int) -> list[int]:
@@ -140,19 +160,20 @@ def _profile_one_claim(*, project_id: int, force_grids: bool, now: datetime) -> 
         batches = list(
             IngestBatch.objects.select_for_update(skip_locked=True)
             .filter(pk__in=chosen, profiled_at__isnull=True).order_by("id")
-            .values_list("id", "first_prediction_id", "last_prediction_id", "received_at")
+            .values_list("id", "first_prediction_id", "last_prediction_id", "first_created_at", "last_created_at",
+                         "received_at")
         )
         if not batches:
             return None
         project = Project.objects.only("slug", "features", "labels").get(pk=project_id)
-        predictions = sum(last - first + 1 for _, first, last, _ in batches if first is not None)
+        predictions = sum(b[2] - b[1] + 1 for b in batches if b[1] is not None)
         waiting_for_sample = (
-            not force_grids and predictions < GRID_SAMPLE and min(b[3] for b in batches) > now - GRID_WAIT
+            not force_grids and predictions < GRID_SAMPLE and min(b[5] for b in batches) > now - GRID_WAIT
             and not monitoring_services.grids_made(project_id=project_id)
         )
         if waiting_for_sample:
             return None
-        with_rows = [(b, first, last) for b, first, last, _ in batches if first is not None]
+        with_rows = [b[:5] for b in batches if b[1] is not None]
         observations = _observations(with_rows, project.features) if with_rows else Observations(label=[],
                                                                                                    features={})
         monitoring_services.profiles_add(state=state, schema=project.features, labels=project.labels,
@@ -207,7 +228,8 @@ def profiles_rebuild(*, project_id: int, now: datetime | None = None) -> int:
         while True:
             batches = list(
                 IngestBatch.objects.select_for_update().filter(project_id=project_id, pk__gt=after)
-                .order_by("id").values_list("id", "first_prediction_id", "last_prediction_id")[:CLAIM_BATCHES]
+                .order_by("id").values_list("id", "first_prediction_id", "last_prediction_id", "first_created_at",
+                                            "last_created_at")[:CLAIM_BATCHES]
             )
             if not batches:
                 break

@@ -101,7 +101,7 @@ def predictions_ingest(*, project: Project, items: list[PredictionInput], batch:
                        now: datetime | None = None) -> IngestResult:
     """Store validated predictions and route them, all in one transaction: a prediction and
     its task exist together or not at all. Idempotent on the prediction id, also for two
-    copies of one request arriving at once (the unique index decides who inserts)."""
+    copies of one request arriving at once (the unique key decides who inserts)."""
     now = now or timezone.now()
     policy = routing.RoutingPolicy.from_dict(project.routing)
     n_labels = len(project.labels)
@@ -223,35 +223,52 @@ def _predictions_insert_portable(project, items, scores, draws, policy, version_
     Prediction.objects.bulk_create(rows, ignore_conflicts=True, batch_size=500)
     inserted = dict(Prediction.objects.filter(batch_id=batch.pk).values_list("external_id", "id"))
     if inserted:
+        times = [row.created_at for row in rows if row.external_id in inserted]
         IngestBatch.objects.filter(pk=batch.pk).update(
-            first_prediction_id=min(inserted.values()), last_prediction_id=max(inserted.values())
+            first_prediction_id=min(inserted.values()), last_prediction_id=max(inserted.values()),
+            first_created_at=min(times), last_created_at=max(times),
         )
     else:
         batch.delete()
     return inserted
 
 
-# One statement: take a batch id, insert the predictions that are new, then record the
-# batch with the id range it created (no row when everything was a duplicate). The
-# batch foreign key is checked at commit, after the batch row exists.
+# One statement: take a batch id and an id for every row, claim the rows' keys in the key
+# table (the one that a retry, whatever its created_at, finds taken), insert the predictions
+# whose key was claimed, then record the batch with the id range it created (no row when
+# everything was a duplicate). The key table is the arbiter because the partitioned
+# predictions table cannot hold a unique index without its partition column
+# (flywheel.partitions); two requests with one id wait on each other there.
 _INSERT_SQL = """
 WITH batch AS (
     SELECT nextval(pg_get_serial_sequence('flywheel_ingestbatch', 'id')) AS id
-), inserted AS (
-    INSERT INTO flywheel_prediction (
-        project_id, batch_id, received_at, external_id, model_version_id, label, confidence, probabilities,
-        least_confidence, margin, entropy, features, input, metadata, audit, created_at, embedding)
-    SELECT %(project)b, batch.id, %(now)b, rows.* FROM batch, unnest(
+), rows AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('flywheel_prediction', 'id')) AS id, rows.* FROM unnest(
         %(external_id)b::text[], %(model_version)b::bigint[], %(label)b::text[], %(confidence)b::float8[],
         %(probabilities)b::text[]::jsonb[], %(least_confidence)b::float8[], %(margin)b::float8[],
         %(entropy)b::float8[], %(features)b::text[]::jsonb[], %(input)b::text[]::jsonb[],
         %(metadata)b::text[]::jsonb[], %(audit)b::bool[], %(created_at)b::timestamptz[],
-        %(embedding)b::bytea[]) AS rows
+        %(embedding)b::bytea[]) AS rows (external_id, model_version_id, label, confidence, probabilities,
+        least_confidence, margin, entropy, features, input, metadata, audit, created_at, embedding)
+), claimed AS (
+    INSERT INTO flywheel_predictionkey (project_id, external_id, prediction_id, created_at)
+    SELECT %(project)b, external_id, id, created_at FROM rows
     ON CONFLICT (project_id, external_id) DO NOTHING
-    RETURNING external_id, id
+    RETURNING prediction_id
+), inserted AS (
+    INSERT INTO flywheel_prediction (
+        id, project_id, batch_id, received_at, external_id, model_version_id, label, confidence, probabilities,
+        least_confidence, margin, entropy, features, input, metadata, audit, created_at, embedding)
+    SELECT rows.id, %(project)b, batch.id, %(now)b, rows.external_id, rows.model_version_id, rows.label,
+        rows.confidence, rows.probabilities, rows.least_confidence, rows.margin, rows.entropy, rows.features,
+        rows.input, rows.metadata, rows.audit, rows.created_at, rows.embedding
+    FROM batch, rows JOIN claimed ON claimed.prediction_id = rows.id
+    RETURNING external_id, id, created_at
 ), recorded AS (
-    INSERT INTO flywheel_ingestbatch (id, project_id, received_at, first_prediction_id, last_prediction_id)
-    SELECT batch.id, %(project)b, %(now)b, min(inserted.id), max(inserted.id)
+    INSERT INTO flywheel_ingestbatch (id, project_id, received_at, first_prediction_id, last_prediction_id,
+                                      first_created_at, last_created_at)
+    SELECT batch.id, %(project)b, %(now)b, min(inserted.id), max(inserted.id), min(inserted.created_at),
+        max(inserted.created_at)
     FROM batch, inserted GROUP BY batch.id
 )
 SELECT external_id, id FROM inserted
