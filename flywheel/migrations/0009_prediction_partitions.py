@@ -112,7 +112,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("flywheel", "0008_shadow_mode"),
-        ("labeling", "0007_prediction_keys_unenforced"),
+        ("labeling", "0008_prediction_keys_unenforced"),
     ]
 
     operations = [

@@ -13,7 +13,7 @@ from flywheel import partitions
 from flywheel.models import Prediction
 from tests import factories
 
-BEFORE = [("flywheel", "0008_shadow_mode"), ("labeling", "0006_review_reason")]
+BEFORE = [("flywheel", "0008_shadow_mode"), ("labeling", "0007_group_worth")]
 pytestmark = pytest.mark.django_db(transaction=True)  # the migration runs outside a test transaction
 
 

@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("flywheel", "0008_shadow_mode"),
-        ("labeling", "0006_review_reason"),
+        ("labeling", "0007_group_worth"),
     ]
 
     operations = [
