@@ -2,6 +2,7 @@
 
 from flywheel.ingest.selectors import feedback_rates
 from flywheel.models import Project
+from flywheel.retention.selectors import retention_stats
 from flywheel.training.selectors import production_accuracy
 from labeling import group_selectors
 from labeling import selectors as labeling_selectors
@@ -17,4 +18,5 @@ def project_stats(*, project: Project) -> dict:
         "feedback": feedback_rates(project=project),
         "accuracy": production_accuracy(project=project),
         "group_labels": group_selectors.group_label_accuracy(project_id=project.pk),
+        "retention": retention_stats(project=project),
     }

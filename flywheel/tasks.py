@@ -9,6 +9,7 @@ from common.jobs import Backoff, run_or_retry
 from flywheel.datasets import services as datasets
 from flywheel.ingest import profiling
 from flywheel.models import Project
+from flywheel.retention import services as retention
 from flywheel.training import runs, shadow, stages, triggers
 from labeling import group_services
 
@@ -98,3 +99,12 @@ def live_gates_task() -> dict[str, int]:
     """The live gate's look at every model in shadow: promote, retire or wait. Safe to run
     twice: a shadow it decided on is no longer active."""
     return shadow.live_gates_evaluate()
+
+
+@shared_task(name="flywheel.retention.run", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=3300, time_limit=3600, ignore_result=True)
+def retention_task() -> dict[str, int]:
+    """Today's retention of every project (flywheel.retention.services). Safe to run twice:
+    a project's succeeded run of the day, or one a live attempt holds, is left alone; no
+    retries, the next beat is the retry."""
+    return retention.retention_run_all()
