@@ -269,3 +269,12 @@ def test_on_a_partitioned_table_a_partition_of_archived_rows_is_dropped_whole(pr
     assert set(Prediction.objects.values_list("external_id", flat=True)) == _fill_needed
     table = pads.dataset(_archive_root(project), format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 32
+
+
+def test_profiles_are_not_recounted_once_retention_removed_predictions(project):
+    """The profiles are all that is left of removed predictions: a recount from the table
+    would lose them."""
+    _fill(project)
+    retention.retention_run(project=project, now=NOW)
+    with pytest.raises(CommandError, match="Retention removed predictions of digits"):
+        call_command("flywheel_profiles_rebuild", "--project", "digits", stdout=StringIO())
