@@ -6,7 +6,6 @@ part is named by their SHA-256."""
 
 from collections.abc import Sequence
 
-import orjson
 import pyarrow as pa
 
 from common.storage import key
@@ -35,36 +34,49 @@ def archive_schema(features: Sequence[dict]) -> pa.Schema:
     )
 
 
-def _json(value) -> str | None:
-    return None if value is None else orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+# The columns a part is built from, in the order the database read gives them: the JSON
+# fields arrive as JSON text and each feature as the text of its value (a cast in the query,
+# so no row is decoded into Python objects and encoded again).
+READ_COLUMNS = ("row_id", "prediction_id", "model_version", "label", "confidence", "least_confidence", "margin",
+                "entropy", "probabilities", "input", "metadata", "embedding", "created_at", "received_at")
 
 
-def _feature(value, kind: str):
-    if value is None:
-        return None
-    if kind == "numeric":
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-    return value if isinstance(value, str) else orjson.dumps(value).decode()
+def _numeric(values: list) -> pa.Array:
+    """Feature values as doubles. PostgreSQL gives each as text, SQLite as a number; one that
+    is not a number (validation lets none in, but rows written some other way may hold one)
+    is missing."""
+    for kind in (pa.float64(), pa.string()):
+        try:
+            return pa.array(values, type=kind).cast(pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            continue
+
+    def number(value):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return pa.array([number(v) for v in values], type=pa.float64())
 
 
-def part_table(rows: Sequence[dict], features: Sequence[dict]) -> pa.Table:
-    """Rows (dicts of the prediction's fields, `model_version` by name) as an archive table in
+def _text(values: list) -> pa.Array:
+    return pa.array([v if v is None or isinstance(v, str) else str(v) for v in values], type=pa.string())
+
+
+def part_table(rows: Sequence[tuple], features: Sequence[dict]) -> pa.Table:
+    """Rows (tuples: READ_COLUMNS, then each feature's value as text) as an archive table in
     ascending row id."""
-    rows = sorted(rows, key=lambda r: r["id"])
     schema = archive_schema(features)
-    columns = {
-        "row_id": [r["id"] for r in rows], "prediction_id": [r["external_id"] for r in rows],
-        "model_version": [r["model_version"] for r in rows], "label": [r["label"] for r in rows],
-        **{name: [r[name] for r in rows] for name in ("confidence", "least_confidence", "margin", "entropy")},
-        **{name: [_json(r[name]) for r in rows] for name in ("probabilities", "input", "metadata")},
-        "embedding": [None if r["embedding"] is None else bytes(r["embedding"]) for r in rows],
-        "created_at": [r["created_at"] for r in rows], "received_at": [r["received_at"] for r in rows],
-    }
-    for f in features:
-        columns[shards.feature_column(f["name"])] = [_feature((r["features"] or {}).get(f["name"]), f["type"])
-                                                     for r in rows]
-    return pa.table({name: pa.array(columns[name], type=schema.field(name).type) for name in schema.names},
-                    schema=schema)
+    rows = sorted(rows, key=lambda r: r[0])
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in range(len(READ_COLUMNS) + len(features))]
+    arrays = []
+    for name, values in zip(READ_COLUMNS, columns, strict=False):
+        if name == "embedding":
+            values = [None if v is None else bytes(v) for v in values]
+        arrays.append(pa.array(values, type=schema.field(name).type))
+    for f, values in zip(features, columns[len(READ_COLUMNS):], strict=True):
+        arrays.append(_numeric(list(values)) if f["type"] == "numeric" else _text(list(values)))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def part_bytes(table: pa.Table) -> bytes:

@@ -19,7 +19,9 @@ from datetime import UTC, datetime, time, timedelta
 import numpy as np
 import structlog
 from django.db import connection, transaction
-from django.db.models import Min
+from django.db.models import Min, TextField
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from common.jobs import Lease, Superseded
@@ -35,8 +37,9 @@ LEASE = Lease(RetentionRun, token_field="token", stale_setting="FLYWHEEL_RETENTI
 READ_ROWS = 10_000
 # Rows per DELETE: each holds its row locks (and its WAL) only this long.
 DELETE_ROWS = 10_000
-_FIELDS = ("id", "external_id", "model_version_id", "label", "confidence", "least_confidence", "margin", "entropy",
-           "probabilities", "features", "input", "metadata", "embedding", "created_at", "received_at")
+# JSON fields are read as their JSON text (Cast), features as the text of each value (KT):
+# the part is built from text, never from decoded Python objects.
+_JSON_FIELDS = ("probabilities", "input", "metadata")
 
 
 def retention_run(*, project: Project, now: datetime | None = None) -> RetentionRun | None:
@@ -147,22 +150,28 @@ class _Retention:
         return self.versions.get(version_id, "")
 
     def _rows(self, day):
+        """The day's rows in id order as tuples (parts.READ_COLUMNS, then the features)."""
+        features = self.project.features
+        day = day.annotate(**{f"json_{name}": Cast(name, TextField()) for name in _JSON_FIELDS},
+                           **{f"feature_{i}": KT(f"features__{f['name']}") for i, f in enumerate(features)})
+        columns = ("id", "external_id", "model_version_id", "label", "confidence", "least_confidence", "margin",
+                   "entropy", *(f"json_{name}" for name in _JSON_FIELDS), "embedding", "created_at", "received_at",
+                   *(f"feature_{i}" for i in range(len(features))))
         last = 0
         while True:
-            batch = list(day.filter(id__gt=last).order_by("id").values(*_FIELDS)[:READ_ROWS])
+            batch = list(day.filter(id__gt=last).order_by("id").values_list(*columns)[:READ_ROWS])
             if not batch:
                 return
             for row in batch:
-                row["model_version"] = self._version_name(row["model_version_id"])
-            yield from batch
-            last = batch[-1]["id"]
+                yield (*row[:2], self._version_name(row[2]), *row[3:])
+            last = batch[-1][0]
 
     def _archive_day(self, day, date: str) -> list[_Part]:
         """Write the day's parts and its manifest, then record them: what is recorded is in
         storage, named by a manifest."""
         features = self.project.features
         written: list[_Part] = []
-        buffer: list[dict] = []
+        buffer: list[tuple] = []
         for row in self._rows(day):
             buffer.append(row)
             if len(buffer) >= parts.PART_ROWS:
@@ -192,7 +201,7 @@ class _Retention:
                  rows=sum(p.record.rows for p in written))
         return written
 
-    def _write_part(self, rows: list[dict], date: str, features) -> _Part:
+    def _write_part(self, rows: list[tuple], date: str, features) -> _Part:
         table = parts.part_table(rows, features)
         data = parts.part_bytes(table)
         sha256 = shards.sha256_bytes(data)

@@ -28,7 +28,7 @@ from flywheel.models import (
     RetentionStatus,
     ShadowPrediction,
 )
-from flywheel.retention import bloom
+from flywheel.retention import bloom, parts
 from flywheel.retention import services as retention
 from flywheel.tasks import retention_task
 from labeling.models import GoldAnswer, Label, RuledOutLabel, Task
@@ -89,6 +89,9 @@ def test_retention_keeps_what_the_loop_needs_and_archives_the_rest_readable_by_p
     assert str(rows["p-9"]["date"]) == OLD_A.astimezone(UTC).date().isoformat()
     assert str(rows["p-29"]["date"]) == OLD_B.astimezone(UTC).date().isoformat()
     assert rows["p-9"]["label"] == "9" and rows["p-9"]["model_version"] == "v1"
+    assert rows["p-9"]["feature.color"] == "green" and rows["p-10"]["feature.color"] == "red"
+    assert orjson.loads(rows["p-9"]["input"]) == {"text": "text 9"} and orjson.loads(rows["p-9"]["metadata"]) == {}
+    assert rows["p-9"]["probabilities"] is None and rows["p-9"]["confidence"] == 0.9
 
     found = duckdb.sql(
         f"SELECT prediction_id, date, \"feature.f0\" FROM read_parquet('{_archive_root(project)}/*/*.parquet', "
@@ -278,3 +281,13 @@ def test_profiles_are_not_recounted_once_retention_removed_predictions(project):
     retention.retention_run(project=project, now=NOW)
     with pytest.raises(CommandError, match="Retention removed predictions of digits"):
         call_command("flywheel_profiles_rebuild", "--project", "digits", stdout=StringIO())
+
+
+def test_a_part_types_its_features_from_text_or_numbers_and_a_stray_value_is_missing():
+    features = [{"name": "x", "type": "numeric"}, {"name": "c", "type": "categorical"}]
+    base = ("m", "1", 0.9, 0.1, 0.1, 0.1, None, "{}", "{}", None, NOW, NOW)
+    table = parts.part_table([(2, "b", *base, "2.5", "red"), (1, "a", *base, "oops", None)], features)
+    assert table["row_id"].to_pylist() == [1, 2]
+    assert table["feature.x"].to_pylist() == [None, 2.5] and table["feature.c"].to_pylist() == [None, "red"]
+    table = parts.part_table([(1, "a", *base, 3, 7)], features)  # SQLite gives numbers
+    assert table["feature.x"].to_pylist() == [3.0] and table["feature.c"].to_pylist() == ["7"]
