@@ -4,6 +4,14 @@ import django.db.models.deletion
 from django.db import migrations, models
 
 
+def _bloom_uncompressed(apps, schema_editor):
+    """A GET of a removed prediction reads 7 bytes of each part's Bloom filter. Stored
+    uncompressed out of line, PostgreSQL fetches only the chunks holding them, not the
+    whole filter (a compressed value is read and decompressed whole)."""
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("ALTER TABLE flywheel_predictionarchive ALTER COLUMN bloom SET STORAGE EXTERNAL")
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -65,4 +73,5 @@ class Migration(migrations.Migration):
             model_name='predictionarchive',
             constraint=models.UniqueConstraint(fields=('project', 'key'), name='prediction_archive_unique_key'),
         ),
+        migrations.RunPython(_bloom_uncompressed, migrations.RunPython.noop),
     ]
