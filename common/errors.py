@@ -23,11 +23,12 @@ class DomainError(Exception):
     status_code = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, code: str, message: str, *, status_code: int | None = None,
-                 fields: dict[str, list[str]] | None = None):
+                 fields: dict[str, list[str]] | None = None, details: dict | None = None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.fields = fields
+        self.details = details
         if status_code is not None:
             self.status_code = status_code
 
@@ -40,10 +41,19 @@ class NotFound(DomainError):
     status_code = status.HTTP_404_NOT_FOUND
 
 
-def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None) -> dict:
+class Gone(DomainError):
+    """What was asked for existed and was removed on purpose; `details` says where it went."""
+
+    status_code = status.HTTP_410_GONE
+
+
+def error_body(code: str, message: str, fields: dict[str, list[str]] | None = None,
+               details: dict | None = None) -> dict:
     body: dict = {"code": code, "message": message}
     if fields:
         body["fields"] = fields
+    if details:
+        body["details"] = details
     return {"error": body}
 
 
@@ -102,7 +112,7 @@ class ErrorResponse:
 def error_for(exc: BaseException) -> ErrorResponse | None:
     """The API's answer to an exception, or None for a bug (which Django logs as a 500)."""
     if isinstance(exc, DomainError):
-        return ErrorResponse(exc.status_code, error_body(exc.code, exc.message, exc.fields), {})
+        return ErrorResponse(exc.status_code, error_body(exc.code, exc.message, exc.fields, exc.details), {})
     if isinstance(exc, exceptions.ValidationError):
         fields = flatten_fields(exc.detail)
         return ErrorResponse(400, error_body("invalid", validation_message(fields), fields), {})

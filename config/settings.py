@@ -302,6 +302,8 @@ FLYWHEEL_TRAINERS = {
 FLYWHEEL_DATASET_STALE_SECONDS = env.int("FLYWHEEL_DATASET_STALE_SECONDS", default=300)
 # A training stage whose heartbeat is older than this lost its worker and is run again.
 FLYWHEEL_TRAINING_STALE_SECONDS = env.int("FLYWHEEL_TRAINING_STALE_SECONDS", default=300)
+# A retention run whose heartbeat is older than this lost its worker and is taken over.
+FLYWHEEL_RETENTION_STALE_SECONDS = env.int("FLYWHEEL_RETENTION_STALE_SECONDS", default=300)
 # How often the beat looks at every project's retraining triggers.
 FLYWHEEL_RETRAINING_CHECK_SECONDS = env.float("FLYWHEEL_RETRAINING_CHECK_SECONDS", default=300.0)
 # Shadow mode: predictions a model in shadow scores per transaction, and how often the beat
@@ -332,4 +334,8 @@ CELERY_BEAT_SCHEDULE = {
     "prediction-partitions": {"task": "flywheel.partitions_ensure", "schedule": 86400.0},
     "shadow-score": {"task": "flywheel.shadow.score", "schedule": FLYWHEEL_SHADOW_CHECK_SECONDS},
     "shadow-live-gate": {"task": "flywheel.shadow.live_gate", "schedule": FLYWHEEL_SHADOW_CHECK_SECONDS},
+    # Retention: predictions past each project's raw_days are archived, then removed. Hourly,
+    # though a project's run is daily: today's succeeded run makes the other beats no-ops,
+    # and a failed one is tried again within the hour.
+    "retention": {"task": "flywheel.retention.run", "schedule": 3600.0},
 }

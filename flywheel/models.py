@@ -42,6 +42,8 @@ class Project(TimeStampedModel):
         default=list, blank=True,
         help_text="Metadata keys whose values are reported as slices (accuracy, gate).",
     )
+    retention = models.JSONField(default=dict, blank=True,
+                                 help_text="Retention policy: raw_days, archive (see flywheel.retention.policy).")
     audit_salt = models.CharField(
         max_length=32, default=_new_salt, editable=False,
         help_text="Keys the audit sample draw, so apps cannot predict which ids are audited.",
@@ -466,3 +468,63 @@ class Disagreement(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["project"], name="disagreement_project")]
+
+
+# --- Retention: the raw prediction log's age limit, and its archive ---------------------------------
+
+
+class RetentionStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class RetentionRun(TimeStampedModel):
+    """One project's retention on one UTC day: archive the predictions past the policy's
+    raw_days that the loop no longer needs, then remove them. A leased job (common.jobs):
+    one attempt at a time holds it; a day's succeeded run makes a second one a no-op."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="retention_runs")
+    day = models.DateField(help_text="The UTC day the run is for.")
+    cutoff = models.DateTimeField(null=True, blank=True, help_text="Predictions made before this were considered.")
+    status = models.CharField(max_length=16, choices=RetentionStatus.choices, default=RetentionStatus.RUNNING)
+    token = models.CharField(max_length=32, blank=True, help_text="The attempt that holds the run.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    archived = models.BigIntegerField(default=0, help_text="Predictions written to the archive.")
+    removed = models.BigIntegerField(default=0, help_text="Predictions removed from the database.")
+    held = models.BigIntegerField(null=True, blank=True, help_text="Predictions the project held after the run.")
+    partitions_dropped = models.JSONField(default=list, blank=True,
+                                          help_text="Partitions of the predictions table detached and dropped.")
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "day"], name="retention_run_unique_day")]
+
+
+class PredictionArchive(models.Model):
+    """One Parquet part of the prediction archive: where a day's archived rows live, and a
+    Bloom filter of their external ids. The filter is what lets a removed prediction's GET
+    say where its row went without a row per removed prediction in the database (which
+    would grow with history as the log did): about 10 bits per id, a 1% chance per part of
+    a false match, which the lookup settles by reading the part's id column."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="archive_parts")
+    run = models.ForeignKey(RetentionRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="parts")
+    date = models.DateField(help_text="The UTC day its predictions were made (the Hive partition).")
+    key = models.CharField(max_length=500,
+                           help_text="Storage key: archive/<slug>/date=YYYY-MM-DD/part-<sha256>.parquet")
+    sha256 = models.CharField(max_length=64)
+    manifest_key = models.CharField(max_length=500, help_text="The day's manifest that names this part.")
+    rows = models.BigIntegerField()
+    bytes = models.BigIntegerField()
+    min_row_id = models.BigIntegerField()
+    max_row_id = models.BigIntegerField()
+    bloom_bits = models.BigIntegerField(help_text="Length of the Bloom filter in bits.")
+    bloom = models.BinaryField(help_text="Bloom filter of the part's external ids (flywheel.retention.bloom).")
+    removed = models.BigIntegerField(default=0, help_text="Of its rows, how many were removed from the database.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "key"], name="prediction_archive_unique_key")]

@@ -8,6 +8,7 @@ from common.errors import DomainError
 from flywheel.ingest import routing
 from flywheel.ingest.feedback import FeedbackPolicy
 from flywheel.models import Project
+from flywheel.retention.policy import RetentionPolicy
 from labeling.policy import LabelingPolicy
 from monitoring.policy import drift_policy_merge
 
@@ -18,7 +19,7 @@ log = structlog.get_logger(__name__)
 def project_create(*, slug: str, name: str, labels: list[str], features: list[dict] | None = None,
                    routing_policy: dict | None = None, retraining: dict | None = None,
                    drift: dict | None = None, feedback: dict | None = None, slices: list[str] | None = None,
-                   labeling: dict | None = None, actor=None) -> Project:
+                   labeling: dict | None = None, retention: dict | None = None, actor=None) -> Project:
     if Project.objects.filter(slug=slug).exists():
         raise DomainError("project_exists", f"A project with slug '{slug}' already exists.", status_code=409,
                           fields={"slug": ["A project with this slug already exists."]})
@@ -28,6 +29,7 @@ def project_create(*, slug: str, name: str, labels: list[str], features: list[di
         retraining=retraining or {}, drift=drift_policy_merge(current=None, changes=drift),
         feedback=FeedbackPolicy.from_dict(feedback).as_dict(), slices=slices or [],
         labeling=LabelingPolicy.from_dict(labeling).as_dict(),
+        retention=RetentionPolicy.from_dict(retention).as_dict(),
     )
     if actor is not None and getattr(actor, "pk", None):
         membership_add(user=actor, project=project)
@@ -67,6 +69,8 @@ def project_update(*, project: Project, changes: dict, actor=None) -> Project:
         project.labeling = LabelingPolicy.from_dict(merged).as_dict()
     if "feedback" in changes:
         project.feedback = FeedbackPolicy.from_dict({**project.feedback, **changes["feedback"]}).as_dict()
+    if "retention" in changes:
+        project.retention = RetentionPolicy.from_dict({**project.retention, **changes["retention"]}).as_dict()
     if "drift" in changes:
         project.drift = drift_policy_merge(current=project.drift, changes=changes["drift"])
     for key in ("name", "retraining", "slices"):

@@ -2,6 +2,7 @@
 
 from flywheel.ingest.selectors import feedback_rates
 from flywheel.models import Project
+from flywheel.retention.selectors import retention_stats
 from flywheel.training.selectors import estimated_accuracy_series, production_accuracy
 from labeling import group_selectors
 from labeling import selectors as labeling_selectors
@@ -18,6 +19,7 @@ def project_stats(*, project: Project, accuracy_by: str | None = None) -> dict:
         "feedback": feedback_rates(project=project),
         "accuracy": production_accuracy(project=project),
         "group_labels": group_selectors.group_label_accuracy(project_id=project.pk),
+        "retention": retention_stats(project=project),
     }
     if accuracy_by is not None:
         stats["accuracy_series"] = estimated_accuracy_series(project=project, by=accuracy_by)

@@ -10,6 +10,7 @@ from common.url_safety import URLRefused, url_check
 from flywheel.ingest import routing
 from flywheel.ingest.validation import FEATURE_NAME_RE
 from flywheel.models import FeatureType, Project
+from flywheel.retention.policy import RetentionPolicy
 from flywheel.training import evaluation
 from flywheel.training.live import LiveGatePolicy
 from flywheel.training.policy import RetrainingPolicy
@@ -153,6 +154,13 @@ class LabelingPolicySerializer(PolicySerializer):
     grouping = GroupingPolicySerializer(required=False, help_text="Group labeling (docs/api.md: Groups).")
 
 
+class RetentionPolicySerializer(PolicySerializer):
+    raw_days = serializers.IntegerField(min_value=1, max_value=36_500, required=False, allow_null=True,
+                                        help_text="Days raw predictions stay in the database (null: forever).")
+    archive = serializers.BooleanField(required=False,
+                                       help_text="Write them to the Parquet archive before they are removed.")
+
+
 def _unique(values: list, what: str) -> list:
     if len(set(values)) != len(values):
         raise serializers.ValidationError(f"{what} must be unique.")
@@ -169,6 +177,7 @@ class ProjectInputSerializer(serializers.Serializer):
     labeling = LabelingPolicySerializer(required=False)
     drift = DriftPolicySerializer(required=False, help_text="Drift policy (docs/api.md: Drift).")
     feedback = FeedbackPolicySerializer(required=False)
+    retention = RetentionPolicySerializer(required=False, help_text="Retention policy (docs/api.md: Retention).")
     slices = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=20,
                                    help_text="Metadata keys reported as slices.")
 
@@ -189,14 +198,18 @@ class ProjectUpdateSerializer(ProjectInputSerializer):
 class ProjectSerializer(serializers.ModelSerializer):
     drift = serializers.SerializerMethodField(help_text="Drift policy; the webhook secret is not shown.")
     retraining = serializers.SerializerMethodField(help_text="Retraining policy; the trainer's secret is not shown.")
+    retention = serializers.SerializerMethodField(help_text="Retention policy, with its defaults.")
 
     class Meta:
         model = Project
         fields = ["slug", "name", "task_type", "labels", "features", "routing", "labeling", "retraining", "drift",
-                  "feedback", "slices", "created_at", "updated_at"]
+                  "feedback", "retention", "slices", "created_at", "updated_at"]
 
     def get_drift(self, project) -> dict:
         return DriftPolicy.from_dict(project.drift).masked()
+
+    def get_retention(self, project) -> dict:
+        return RetentionPolicy.from_dict(project.retention).as_dict()
 
     def get_retraining(self, project) -> dict:
         policy = {**RetrainingPolicy.from_dict(project.retraining).as_dict(),

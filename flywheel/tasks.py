@@ -10,6 +10,7 @@ from flywheel import partitions
 from flywheel.datasets import services as datasets
 from flywheel.ingest import profiling
 from flywheel.models import Project
+from flywheel.retention import services as retention
 from flywheel.training import runs, shadow, stages, triggers
 from labeling import group_services
 
@@ -107,3 +108,12 @@ def partitions_ensure_task() -> list[str]:
     """The beat's daily look at the prediction table's weekly partitions: the weeks ahead
     exist before any prediction needs them. Safe to run twice: an existing week is kept."""
     return partitions.prediction_partitions_ensure()
+
+
+@shared_task(name="flywheel.retention.run", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=3300, time_limit=3600, ignore_result=True)
+def retention_task() -> dict[str, int]:
+    """Today's retention of every project (flywheel.retention.services). Safe to run twice:
+    a project's succeeded run of the day, or one a live attempt holds, is left alone; no
+    retries, the next beat is the retry."""
+    return retention.retention_run_all()

@@ -30,12 +30,14 @@ from flywheel.datasets.shards import ShardError
 from flywheel.ingest import routing
 from flywheel.ingest.feedback import FeedbackPolicy
 from flywheel.models import DatasetStatus
+from flywheel.retention.policy import RetentionPolicy
 from flywheel.serializers import (
     FeedbackPolicySerializer,
     LabelingPolicySerializer,
     ProjectInputSerializer,
     ProjectSerializer,
     ProjectUpdateSerializer,
+    RetentionPolicySerializer,
     RetrainingPolicySerializer,
     RoutingPolicySerializer,
 )
@@ -217,6 +219,9 @@ POLICY_SECTIONS = {
     "retraining": (RetrainingPolicySerializer,
                    lambda: {**RetrainingPolicy().as_dict(), **evaluation.GatePolicy().as_dict()},
                    "When a run starts, how it trains, and what its candidate must beat."),
+    "retention": (RetentionPolicySerializer, lambda: RetentionPolicy().as_dict(),
+                  "How long raw predictions the loop no longer needs stay in the database, and whether they go to "
+                  "the archive when they leave."),
 }
 
 

@@ -4,7 +4,7 @@ service or selector, serialize."""
 import time
 
 import structlog
-from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -63,7 +63,9 @@ class PredictionListApi(APIView):
 class PredictionDetailApi(APIView):
     permission_classes = [IsAuthenticated, role_in(roles.READ_PREDICTIONS)]
 
-    @extend_schema(responses=PredictionDetailSerializer, summary="A prediction with its task, label and feedback")
+    @extend_schema(responses={200: PredictionDetailSerializer, 410: OpenApiResponse(
+        description="Archived by retention and removed: error code archived, details.archive names its part.")},
+        summary="A prediction with its task, label and feedback")
     def get(self, request, slug, prediction_id):
         project = project_get_for_user(user=request.user, slug=slug)
         prediction = selectors.prediction_detail(project=project, external_id=prediction_id)

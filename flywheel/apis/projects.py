@@ -42,7 +42,7 @@ class ProjectListApi(APIView):
             slug=data["slug"], name=data["name"], labels=data["labels"], features=data.get("features"),
             routing_policy=data.get("routing"), retraining=data.get("retraining"), drift=data.get("drift"),
             feedback=data.get("feedback"), slices=data.get("slices"), labeling=data.get("labeling"),
-            actor=request.user,
+            retention=data.get("retention"), actor=request.user,
         )
         return Response(ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
 

@@ -6,8 +6,9 @@ from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from common.errors import NotFound
+from common.errors import Gone, NotFound
 from flywheel.models import Feedback, Prediction, Project
+from flywheel.retention.selectors import archived_prediction_locate
 from labeling import selectors as labeling_selectors
 
 
@@ -19,6 +20,10 @@ def prediction_detail(*, project: Project, external_id: str) -> Prediction:
         .first()
     )
     if prediction is None:
+        archived = archived_prediction_locate(project=project, external_id=external_id)
+        if archived is not None:
+            raise Gone("archived", f"Prediction '{external_id}' was archived and removed from the database; its row "
+                                   f"is in {archived['uri']}.", details={"archive": archived})
         raise NotFound("prediction_not_found", f"No prediction '{external_id}' in project '{project.slug}'.")
     prediction.tasks_list = labeling_selectors.tasks_for_prediction(prediction.pk)
     active = [t for t in prediction.tasks_list if t.status in ("open", "review")]

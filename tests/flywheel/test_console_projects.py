@@ -62,7 +62,7 @@ def test_a_bad_value_is_refused_next_to_its_field_and_nothing_is_stored(ops, for
 def test_the_settings_show_each_fields_meaning_default_and_value(project, ops):
     _, client = ops
     html = client.get("/ops/digits/settings/").content.decode()
-    for section in ("routing", "labeling", "feedback", "drift", "retraining"):
+    for section in ("routing", "labeling", "feedback", "drift", "retraining", "retention"):
         assert f'data-testid="form-{section}"' in html
     assert "Share of predictions routed at random, whatever their confidence." in html
     assert "Default: <code>0.05</code>" in html  # labeling.gold_rate, retraining.significance_level...
@@ -90,6 +90,19 @@ def test_a_policy_is_saved_and_a_bad_value_refused_with_the_apis_words(project, 
     assert (project.routing["threshold"], project.routing["audit_rate"], project.routing["demote_stale"]) == (
         0.4, 0.2, False)
     assert AuditEvent.objects.get(action="project.update", actor=user).details == {"fields": ["routing"]}
+
+
+def test_the_retention_policy_is_set_from_the_settings_page(project, ops):
+    _, client = ops
+    refused = client.post("/ops/digits/settings/", {"section": "retention", "retention.raw_days": "0"})
+    assert refused.status_code == 400
+    assert _field_errors(refused.content.decode(), "retention.raw_days") == [
+        "Ensure this value is greater than or equal to 1."]
+    saved = client.post("/ops/digits/settings/", {"section": "retention", "retention.raw_days": "30",
+                                                   "retention.archive": "true"})
+    assert saved.status_code == 302
+    project.refresh_from_db()
+    assert project.retention == {"raw_days": 30, "archive": True}
 
 
 def test_labels_cannot_be_removed_and_a_short_webhook_secret_is_refused(project, ops):

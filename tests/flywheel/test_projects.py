@@ -172,6 +172,7 @@ def test_flywheel_user_refuses_unknown_project(db):
     ("drift", "psi_treshold", "Unknown key; did you mean 'psi_threshold'?"),
     ("retraining", "min_improvment", "Unknown key; did you mean 'min_improvement'?"),
     ("retraining", "colour", "Unknown key."),
+    ("retention", "raw_dayz", "Unknown key; did you mean 'raw_days'?"),
 ])
 def test_a_policy_key_nobody_knows_is_refused_with_the_key_probably_meant(ops, policy, key, reason):
     _, client = ops
@@ -192,7 +193,7 @@ def test_every_key_a_project_shows_can_be_sent_back(ops):
     """Ops may GET a project, change a value and PATCH every policy back whole."""
     _, client = ops
     shown = client.post("/api/v1/projects/", BODY, format="json").json()
-    changes = {name: shown[name] for name in ("routing", "labeling", "feedback", "drift")}
+    changes = {name: shown[name] for name in ("routing", "labeling", "feedback", "drift", "retention")}
     changes["retraining"] = {k: v for k, v in shown["retraining"].items() if k != "external_secret"}
     response = client.patch("/api/v1/projects/digits/", changes, format="json")
     assert response.status_code == 200, response.json()

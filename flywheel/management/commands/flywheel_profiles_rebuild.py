@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from flywheel.ingest import profiling
-from flywheel.models import Project
+from flywheel.models import Project, RetentionRun
 
 
 class Command(BaseCommand):
@@ -20,6 +20,13 @@ class Command(BaseCommand):
             missing = set(options["project"]) - set(projects.values_list("slug", flat=True))
             if missing:
                 raise CommandError(f"No such project: {', '.join(sorted(missing))}")
+        # Retention removed some of these projects' predictions: a recount would lose the
+        # hours they were counted in. Their profiles are the only record left of them.
+        pruned = sorted(RetentionRun.objects.filter(project__in=projects, removed__gt=0)
+                        .values_list("project__slug", flat=True).distinct())
+        if pruned:
+            raise CommandError(f"Retention removed predictions of {', '.join(pruned)}: a recount from the table would "
+                               "drop their hours from the profiles. Nothing was rebuilt.")
         for project in projects:
             count = profiling.profiles_rebuild(project_id=project.pk)
             self.stdout.write(f"{project.slug}: {count} predictions profiled")
