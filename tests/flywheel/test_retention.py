@@ -3,7 +3,7 @@ Parquet archive and leave the database; everything the loop reads stays. The arc
 back with pyarrow's dataset API and with DuckDB; a failed upload removes nothing; a removed
 prediction's GET answers 410 with where its row lives."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from io import StringIO
 
 import duckdb
@@ -17,6 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from common.storage import StorageUnavailable, get_storage
+from flywheel import partitions
 from flywheel.ingest import profiling
 from flywheel.models import (
     Disagreement,
@@ -236,40 +237,27 @@ def test_a_retention_policy_is_merged_and_shown(project):
     assert response.status_code == 200 and response.json()["retention"] == {"raw_days": 30, "archive": True}
 
 
-def _partition_predictions(project, day) -> str:
-    """Make the predictions table partitioned by created_at, as a production database may be:
-    one partition for `day`, a default one for the rest. Inside the test's transaction, so
-    it is undone after."""
-    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
-    table = Prediction._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE {table} RENAME TO {table}_flat")
-        cursor.execute(f"CREATE TABLE {table} (LIKE {table}_flat INCLUDING DEFAULTS) PARTITION BY RANGE (created_at)")
-        cursor.execute(f"CREATE TABLE {table}_day PARTITION OF {table} FOR VALUES FROM (%s) TO (%s)",
-                       [start, start + timedelta(days=1)])
-        cursor.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
-        cursor.execute(f"INSERT INTO {table} SELECT * FROM {table}_flat")
-        cursor.execute(f"DROP TABLE {table}_flat CASCADE")
-    return f"{table}_day"
-
-
-def test_on_a_partitioned_table_a_partition_of_archived_rows_is_dropped_whole(project):
-    # A day holding only rows nobody needs: p-9..p-19 and p-0, made on one day of their own.
-    ingest(project, [0, *range(9, 20)], created_at=OLD_A)
-    ingest(project, range(20, 40), created_at=OLD_B)
-    _fill_needed = {f"p-{i}" for i in range(1, 9)}
-    ingest(project, range(1, 9), created_at=OLD_B)
+def test_on_a_partitioned_table_a_week_of_archived_rows_is_dropped_whole(project):
+    # A week holding only rows nobody needs (p-0, p-9..p-39), and the next week, still past
+    # raw_days, holding the ones the loop needs (p-1..p-8, each with a task).
+    ingest(project, [0, *range(9, 40)], created_at=OLD_A)
+    needed = {f"p-{i}" for i in range(1, 9)}
+    ingest(project, range(1, 9), created_at=OLD_A + timedelta(days=7))
     profiling.profiles_update(project_id=project.pk, force_grids=True)
     Task.objects.bulk_create([Task(project=project, prediction=p, reason="uncertainty", priority=1.0)
-                              for p in Prediction.objects.filter(external_id__in=_fill_needed)])
-    leaf = _partition_predictions(project, OLD_A.astimezone(UTC).date())
+                              for p in Prediction.objects.filter(external_id__in=needed)])
+    # Those weeks came in through the default partition; the beat's daily run gives them
+    # partitions of their own.
+    partitions.prediction_partitions_ensure(now=NOW)
+    leaf = partitions.Week.of(OLD_A).name
+    assert leaf in partitions.partitions_list()
 
     run = retention.retention_run(project=project, now=NOW)
     assert run.partitions_dropped == [leaf] and (run.archived, run.removed) == (32, 32)
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass(%s)", [leaf])
         assert cursor.fetchone()[0] is None
-    assert set(Prediction.objects.values_list("external_id", flat=True)) == _fill_needed
+    assert set(Prediction.objects.values_list("external_id", flat=True)) == needed
     table = pads.dataset(_archive_root(project), format="parquet", partitioning="hive").to_table()
     assert table.num_rows == 32
 
