@@ -296,8 +296,8 @@ def test_group_and_single_task_annotators_at_once_never_label_a_task_twice(trans
 
 
 def test_labeling_a_group_labels_each_member_and_returns_the_excluded(app_client, project):
-    # No group checks here: one drawn at random would go ahead of the returned member.
-    Project.objects.filter(pk=project.pk).update(labeling={**project.labeling, "group_check_rate": 0.0})
+    # Every group-labeled member is checked: the returned member still comes first.
+    Project.objects.filter(pk=project.pk).update(labeling={**project.labeling, "group_check_rate": 1.0})
     two_clusters(app_client)
     build(project)
     user, client = person(project)
@@ -319,7 +319,9 @@ def test_labeling_a_group_labels_each_member_and_returns_the_excluded(app_client
     assert not Lease.objects.filter(task=returned).exists()
     done = Group.objects.get(pk=group["id"])
     assert (done.status, done.label, done.labeled_count) == ("done", "7", 5)
-    # Back in the queue as a single task, and never grouped again.
+    # Back in the queue as a single task ahead of everything else (the model most likely got
+    # it wrong), the five checks included, and never grouped again.
+    assert Task.objects.filter(reason="group_check", status="open").count() == 5
     _, other = person(project)
     claim(other)  # the other group
     single = other.post("/api/v1/projects/digits/tasks/next/").json()["task"]
