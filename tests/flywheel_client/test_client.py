@@ -222,14 +222,15 @@ def test_groups_are_built_fixed_and_labeled_through_the_client():
     with LiveService() as service:
         app, annotator, reviewer = (Client(service.url, t) for t in (app_token, annotator_token, reviewer_token))
         app.log_predictions("digits", items)
-        assert reviewer.build_groups("digits") == {"groups": 1, "grouped_tasks": 12, "ungrouped_tasks": 0}
+        # One group per model label: the 3s and the 7s.
+        assert reviewer.build_groups("digits") == {"groups": 2, "grouped_tasks": 12, "ungrouped_tasks": 0}
         group = annotator.next_group("digits")
-        assert group["size"] == 12 and annotator.group_heartbeat(group["id"])["lease_expires_at"]
-        threes, sevens = annotator.split_group(group["id"])
-        assert {threes["suggested_label"], sevens["suggested_label"]} == {"3", "7"}
-        merged = annotator.merge_groups(threes["id"], sevens["id"])
+        assert group["size"] == 6 and annotator.group_heartbeat(group["id"])["lease_expires_at"]
+        (other,) = [g["id"] for g in annotator.groups("digits", status="open")["results"]]
+        merged = annotator.merge_groups(group["id"], other)
         assert merged["size"] == 12
         threes, sevens = sorted(annotator.split_group(merged["id"]), key=lambda g: g["suggested_label"])
+        assert (threes["suggested_label"], sevens["suggested_label"]) == ("3", "7")
         assert annotator.release_group(sevens["id"])["group"]["status"] == "open"
         # Only open tasks are similar candidates: the released 7s, nearest first.
         similar = annotator.similar_tasks(sevens["members"][0]["task_id"], k=3)
