@@ -35,8 +35,11 @@ class Tasks:
         self.broker, self.queue, self.directory = broker, queue, directory
         self.sent: list[str] = []
         # A connection of its own to this broker: CELERY_BROKER_URL in the environment
-        # would take precedence over an app's `broker` argument.
-        self.app = Celery()
+        # would take precedence over an app's `broker` argument. Not the current app: made
+        # current, it would take over every later task this test process sends (not eager,
+        # to a queue no worker reads), and the webhooks, runs and demos of later tests would
+        # never happen.
+        self.app = Celery(set_as_current=False)
 
     def send(self, seconds: float = 0.0, then: str | None = None) -> str:
         task_id = uuid.uuid4().hex

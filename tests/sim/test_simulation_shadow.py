@@ -90,11 +90,13 @@ def test_a_small_seeded_shadow_run_judges_candidates_on_live_traffic_through_the
     assert decided
 
     # Through the service: Flywheel scored the traffic with the shadow; uncertainty routing
-    # queued disagreement tasks, random routing none (its budget of 0), its disagreements
+    # gave drawn disagreements tasks (reason `disagreement`, or the uncertainty task the
+    # prediction already had), random routing none (its budget of 0), its disagreements
     # drawn all the same and labeled only where the audit sample fell.
     for result in (uncertainty, random):
         assert ShadowPrediction.objects.filter(project__slug=result["project"]).exists()
-    assert Task.objects.filter(project__slug=uncertainty["project"], reason=TaskReason.DISAGREEMENT).exists()
+    drawn = Disagreement.objects.filter(project__slug=uncertainty["project"], drawn=True)
+    assert drawn.exclude(task_id=None).exists()
     assert not Task.objects.filter(project__slug=random["project"], reason=TaskReason.DISAGREEMENT).exists()
     assert Disagreement.objects.filter(project__slug=random["project"], drawn=True).exists()
     # The live gate decided and said so, on the run and in the audit log; nothing stays in shadow.
