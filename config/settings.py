@@ -219,6 +219,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Look for such tasks a few times per timeout (kombu's default looks every 100 s).
     "unacked_restore_interval": max(1, min(60, CELERY_VISIBILITY_TIMEOUT // 4)),
     "unacked_restore_throttle": 1,
+    # The lock a worker takes while it restores such tasks. When Redis goes away during a
+    # restore, the lock's release fails and a Redis that keeps its data brings the lock back
+    # with it: kombu's default (300 s) then holds up every redelivery for five minutes. Half
+    # the timeout is still far longer than a restore (milliseconds), and the restore itself
+    # is a watched transaction, so two workers never hand one task back twice.
+    "unacked_mutex_expire": max(2, min(300, CELERY_VISIBILITY_TIMEOUT // 2)),
     "socket_connect_timeout": 2,
     "socket_timeout": 5,
 }

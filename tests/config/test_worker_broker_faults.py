@@ -185,7 +185,8 @@ def test_the_worker_outlives_its_broker_going_away_at_any_moment(tmp_path, durab
         client = broker.client()
         assert settled(lambda: client.llen(worker.queue) == 0 and client.hlen("unacked") == 0, worker,
                        timeout=40 + 2 * REDELIVERY_SECONDS), context(
-            "the worker exited or the broker still held messages")
+            f"the worker exited or the broker still held messages: {client.llen(worker.queue)} queued, "
+            f"{client.hlen('unacked')} unacknowledged, the restore lock expiring in {client.ttl('unacked_mutex')} s")
         assert liveness.age(str(alive_file)) < 5, context("the worker left its liveness file stale")
 
     # Every task the worker held took effect once, however often it ran; none took effect
