@@ -3,7 +3,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from flywheel.ingest import profiling
-from flywheel.models import Project, RetentionRun
+from flywheel.management.projects import projects_selected
+from flywheel.models import RetentionRun
 
 
 class Command(BaseCommand):
@@ -14,12 +15,7 @@ class Command(BaseCommand):
                             help="Project slug; repeat for several. Default: every project.")
 
     def handle(self, *args, **options):
-        projects = Project.objects.order_by("slug")
-        if options["project"]:
-            projects = projects.filter(slug__in=options["project"])
-            missing = set(options["project"]) - set(projects.values_list("slug", flat=True))
-            if missing:
-                raise CommandError(f"No such project: {', '.join(sorted(missing))}")
+        projects = projects_selected(options["project"])
         # Retention removed some of these projects' predictions: a recount would lose the
         # hours they were counted in. Their profiles are the only record left of them.
         pruned = sorted(RetentionRun.objects.filter(project__in=projects, removed__gt=0)

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from flywheel.models import Project
+from flywheel.management.projects import projects_selected
 from flywheel.retention import services as retention
 
 
@@ -15,12 +15,7 @@ class Command(BaseCommand):
                             help="Project slug; repeat for several. Default: every project.")
 
     def handle(self, *args, **options):
-        projects = Project.objects.order_by("slug")
-        if options["project"]:
-            projects = projects.filter(slug__in=options["project"])
-            missing = set(options["project"]) - set(projects.values_list("slug", flat=True))
-            if missing:
-                raise CommandError(f"No project {', '.join(sorted(missing))}.")
+        projects = projects_selected(options["project"])
         failed = []
         for project in projects:
             try:
