@@ -551,6 +551,9 @@ def test_labeling_a_larger_group_costs_no_more_queries(app_client, project):
 
 
 def test_end_user_feedback_against_a_group_label_goes_to_a_person(app_client, project):
+    # No random group checks: a member drawn for one already has a person's task queued, so
+    # the feedback would add none (the next test).
+    Project.objects.filter(pk=project.pk).update(labeling={**project.labeling, "group_check_rate": 0.0})
     two_clusters(app_client)
     build(project)
     _, client = person(project)
@@ -560,3 +563,18 @@ def test_end_user_feedback_against_a_group_label_goes_to_a_person(app_client, pr
     response = app_client.post("/api/v1/projects/digits/feedback/", {"feedback": [
         {"prediction_id": member, "kind": "correct", "label": "3", "user": "u1"}]}, format="json")
     assert response.status_code == 201 and response.json()["routed"] == {"feedback_conflict": 1}
+
+
+def test_feedback_against_a_group_label_of_a_member_already_checked_adds_no_second_task(app_client, project):
+    Project.objects.filter(pk=project.pk).update(labeling={**project.labeling, "group_check_rate": 1.0})
+    two_clusters(app_client)
+    build(project)
+    _, client = person(project)
+    group = claim(client)
+    client.post(f"/api/v1/groups/{group['id']}/annotations/", {"label": "7"}, format="json")
+    member = group["members"][0]["prediction"]["id"]
+    response = app_client.post("/api/v1/projects/digits/feedback/", {"feedback": [
+        {"prediction_id": member, "kind": "correct", "label": "3", "user": "u1"}]}, format="json")
+    assert response.status_code == 201 and response.json()["routed"] == {}
+    open_tasks = Task.objects.filter(prediction__external_id=member, status="open")
+    assert list(open_tasks.values_list("reason", flat=True)) == ["group_check"]
