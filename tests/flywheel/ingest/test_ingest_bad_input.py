@@ -55,6 +55,8 @@ def assert_refused(response, status, field=None, code=None):
         ({"probabilities": {"1": 0.6, "2": 0.4}, "confidence": 0.9}, "confidence", "Differs"),
         ({"features": {"f0": "abc", "f1": 1, "color": "red"}}, "features.f0", "number"),
         ({"features": {"nope": 1}}, "features.nope", "feature schema"),
+        ({"features": {"f0": 1.5, "nope": 1}}, "features.nope", "feature schema"),
+        ({"features": {"f0": True, "f1": 1.0}}, "features.f0", "number"),
         ({"features": {"color": ["red"]}}, "features.color", "string"),
         ({"features": [1, 2]}, "features", "object"),
         ({"input": {"video": "x"}}, "input.video", "Unknown"),
@@ -115,6 +117,21 @@ def test_a_failed_request_leaves_what_was_stored_untouched(app_client, project):
     items = [prediction(1, confidence=0.9), prediction(2, confidence="x")]
     assert app_client.post(URL, {"predictions": items}, format="json").status_code == 400
     assert list(Prediction.objects.values()) == before and Task.objects.count() == 1
+
+
+@pytest.mark.parametrize("features", [
+    {"f0": 1e308, "f1": 1e308},  # each finite, though their sum is not
+    {"f0": 10**30, "f1": -2},
+    {"f0": 0.5, "f1": None},
+    {"f0": 0.5, "color": 7},  # a number sent for a category is that category
+])
+def test_valid_features_at_the_edges_of_the_fast_check_are_stored(app_client, project, features):
+    response = app_client.post(URL, prediction(1, features=features), format="json")
+    assert response.status_code == 201, response.content
+    expected = {**features, "color": "7"} if "color" in features else features
+    # The JSON column gives 1e308 back as the integer it equals, so numbers compare as floats.
+    as_floats = {k: float(v) if isinstance(v, int | float) else v for k, v in Prediction.objects.get().features.items()}
+    assert as_floats == {k: float(v) if isinstance(v, int | float) else v for k, v in expected.items()}
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
